@@ -1,0 +1,1 @@
+"""The ``symfw`` command line (typer). Thin: commands call the core."""

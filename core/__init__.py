@@ -1,0 +1,1 @@
+"""symfw core: interfaces, plugin system, specs, model assembly. Never imports plugins."""

@@ -1,0 +1,300 @@
+"""Event data in memory, the file format users give symfw, validation, and seeded splits.
+
+File format (``.npz`` or HDF5 ``.h5``/``.hdf5``), documented in docs/data.md:
+
+- ``p4``     (n_events, n_particles, 4) float, (E, px, py, pz) in GeV
+- ``label``  (n_events,) integer or bool, 1 = signal, 0 = background
+- ``mask``   optional (n_events, n_particles) bool, True for real particles
+- ``weight`` optional (n_events,) float, per-event weights (default 1)
+- ``p4_true`` optional, same shape as ``p4``: the unsmeared four-vectors
+
+Every problem is a :class:`DataError` naming the file and what is wrong (exit code 2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .io import atomic_write
+
+ARRAYS = ("p4", "label", "mask", "weight", "p4_true")
+
+
+@dataclass
+class EventData:
+    """Labelled events. Arrays are NumPy; ``tensors()`` gives torch views for training."""
+
+    p4: np.ndarray
+    label: np.ndarray
+    mask: np.ndarray
+    weight: np.ndarray
+    p4_true: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.p4.shape[0])
+
+    @property
+    def n_particles(self) -> int:
+        return int(self.p4.shape[1])
+
+    def subset(self, index: np.ndarray) -> "EventData":
+        return EventData(
+            p4=self.p4[index],
+            label=self.label[index],
+            mask=self.mask[index],
+            weight=self.weight[index],
+            p4_true=None if self.p4_true is None else self.p4_true[index],
+            meta=dict(self.meta),
+        )
+
+    def tensors(self, device: str | torch.device = "cpu", dtype=torch.float32) -> dict[str, torch.Tensor]:
+        """p4, mask, label (float), weight as tensors on ``device``."""
+        return {
+            "p4": torch.as_tensor(self.p4, dtype=dtype, device=device),
+            "mask": torch.as_tensor(self.mask, dtype=torch.bool, device=device),
+            "label": torch.as_tensor(self.label, dtype=dtype, device=device),
+            "weight": torch.as_tensor(self.weight, dtype=dtype, device=device),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary recorded with every run."""
+        return {
+            "n_events": len(self),
+            "n_particles": self.n_particles,
+            "n_signal": int((self.label == 1).sum()),
+            "n_background": int((self.label == 0).sum()),
+            "weighted": bool(not np.all(self.weight == 1)),
+            "content_hash": content_hash(self),
+            **{k: v for k, v in self.meta.items() if isinstance(v, (str, int, float, bool))},
+        }
+
+
+def content_hash(data: EventData) -> str:
+    h = hashlib.sha256()
+    for arr in (data.p4, data.label, data.mask, data.weight):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
+    """Check arrays against the file format and build :class:`EventData` (float64 p4)."""
+
+    def fail(msg: str):
+        raise DataError(f"{origin}: {msg}")
+
+    for key in ("p4", "label"):
+        if key not in arrays:
+            fail(f"missing array '{key}' (found: {', '.join(sorted(arrays)) or 'nothing'})")
+    p4 = np.asarray(arrays["p4"])
+    if p4.dtype.kind not in "fiu":
+        fail(f"p4: expected a numeric array, got dtype {p4.dtype}")
+    if p4.ndim != 3 or p4.shape[-1] != 4:
+        fail(f"p4: expected shape (n_events, n_particles, 4), got {p4.shape}")
+    n, n_part = p4.shape[:2]
+    if n == 0:
+        fail("no events (p4 has 0 rows)")
+    if n_part == 0:
+        fail("p4: events have 0 particles")
+    p4 = p4.astype(np.float64)
+    if not np.isfinite(p4).all():
+        bad = int((~np.isfinite(p4)).any(axis=(1, 2)).argmax())
+        fail(f"p4: contains NaN or inf (first in event {bad})")
+
+    label = np.asarray(arrays["label"])
+    if label.ndim != 1 or label.shape[0] != n:
+        fail(f"label: expected shape ({n},), got {label.shape}")
+    if label.dtype.kind not in "biuf":
+        fail(f"label: expected integers 0/1, got dtype {label.dtype}")
+    if label.dtype.kind == "f" and not np.isfinite(label).all():
+        fail("label: contains NaN or inf")
+    values = np.unique(label)
+    if not np.isin(values, [0, 1]).all():
+        others = [v for v in values.tolist() if v not in (0, 1)][:5]
+        fail(f"label: values must be 0 (background) or 1 (signal), found {others}")
+    if len(values) < 2:
+        fail(f"label: only one class present ({int(values[0])}); need signal and background")
+    label = label.astype(np.int64)
+
+    mask = arrays.get("mask")
+    if mask is None:
+        mask = np.ones((n, n_part), dtype=bool)
+    else:
+        mask = np.asarray(mask)
+        if mask.shape != (n, n_part):
+            fail(f"mask: expected shape {(n, n_part)} to match p4, got {mask.shape}")
+        if mask.dtype.kind not in "biu" or not np.isin(np.unique(mask), [0, 1]).all():
+            fail(f"mask: expected booleans, got dtype {mask.dtype}")
+        mask = mask.astype(bool)
+        if not mask.any(axis=1).all():
+            fail(f"mask: event {int((~mask.any(axis=1)).argmax())} has no particles")
+    p4 = p4 * mask[..., None]
+
+    if (p4[..., 0] < 0).any():
+        bad = int((p4[..., 0] < 0).any(axis=1).argmax())
+        fail(f"p4: negative energy (first in event {bad})")
+
+    weight = arrays.get("weight")
+    if weight is None:
+        weight = np.ones(n, dtype=np.float64)
+    else:
+        weight = np.asarray(weight)
+        if weight.shape != (n,):
+            fail(f"weight: expected shape ({n},), got {weight.shape}")
+        if weight.dtype.kind not in "fiu":
+            fail(f"weight: expected numbers, got dtype {weight.dtype}")
+        weight = weight.astype(np.float64)
+        if not np.isfinite(weight).all():
+            fail("weight: contains NaN or inf")
+        if (weight < 0).any():
+            fail("weight: negative weights are not supported")
+
+    p4_true = arrays.get("p4_true")
+    if p4_true is not None:
+        p4_true = np.asarray(p4_true, dtype=np.float64)
+        if p4_true.shape != p4.shape:
+            fail(f"p4_true: expected shape {p4.shape} to match p4, got {p4_true.shape}")
+        if not np.isfinite(p4_true).all():
+            fail("p4_true: contains NaN or inf")
+
+    meta = arrays.get("meta") or {}
+    return EventData(p4=p4, label=label, mask=mask, weight=weight, p4_true=p4_true, meta=dict(meta))
+
+
+# --------------------------------------------------------------------------- files
+
+
+def load_events(path: str | Path) -> EventData:
+    """Read and validate an ``.npz`` or HDF5 file."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected an .npz or .h5 file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    suffix = path.suffix.lower()
+    arrays: dict[str, Any] = {}
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as f:
+                arrays = {k: f[k] for k in f.files if k in ARRAYS}
+        elif suffix in (".h5", ".hdf5"):
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                arrays = {k: f[k][()] for k in f.keys() if k in ARRAYS}
+        else:
+            raise DataError(f"{path}: unknown file type '{suffix}'; use .npz, .h5 or .hdf5")
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreadable or corrupt file
+        raise DataError(f"{path}: cannot read as {suffix[1:]}: {type(exc).__name__}: {exc}") from None
+    data = validate(arrays, origin=str(path))
+    data.meta.setdefault("source", str(path))
+    return data
+
+
+def save_events(data: EventData, path: str | Path) -> None:
+    """Write ``.npz`` (compressed) or HDF5, atomically."""
+    path = Path(path)
+    arrays = {"p4": data.p4, "label": data.label, "mask": data.mask, "weight": data.weight}
+    if data.p4_true is not None:
+        arrays["p4_true"] = data.p4_true
+    suffix = path.suffix.lower()
+    if suffix == ".npz":
+
+        def write(tmp: Path):
+            with tmp.open("wb") as fh:
+                np.savez_compressed(fh, **arrays)
+
+    elif suffix in (".h5", ".hdf5"):
+
+        def write(tmp: Path):
+            import h5py
+
+            with h5py.File(tmp, "w") as f:
+                for k, v in arrays.items():
+                    f.create_dataset(k, data=v, compression="gzip")
+                for k, v in data.meta.items():
+                    if isinstance(v, (str, int, float, bool)):
+                        f.attrs[k] = v
+
+    else:
+        raise DataError(f"{path}: unknown file type '{suffix}'; use .npz, .h5 or .hdf5")
+    atomic_write(path, write)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+@dataclass(frozen=True)
+class Split:
+    """Index arrays of a seeded, label-stratified train/validation/test split."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    seed: int
+    fractions: tuple[float, float, float]
+    fraction: float = 1.0
+
+    @property
+    def hash(self) -> str:
+        h = hashlib.sha256()
+        for part in (self.train, self.val, self.test):
+            h.update(np.ascontiguousarray(part, dtype=np.int64).tobytes())
+            h.update(b"|")
+        return h.hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "fractions": list(self.fractions),
+            "train_fraction": self.fraction,
+            "n_train": int(len(self.train)),
+            "n_val": int(len(self.val)),
+            "n_test": int(len(self.test)),
+            "indices_hash": self.hash,
+        }
+
+    def with_fraction(self, fraction: float) -> "Split":
+        """The first ``fraction`` of the training indices; validation and test unchanged."""
+        if not 0 < fraction <= 1:
+            raise DataError(f"fraction must be in (0, 1], got {fraction}")
+        n = max(1, int(round(len(self.train) * fraction)))
+        return Split(self.train[:n], self.val, self.test, self.seed, self.fractions, fraction)
+
+
+def make_split(
+    labels: np.ndarray, seed: int, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+) -> Split:
+    """Stratified by label: each class is shuffled with ``seed`` and cut by ``fractions``.
+
+    Each part is shuffled again so classes interleave; no index appears in two parts.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
+        raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for cls in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == cls))
+        n_train = int(round(fractions[0] * len(idx)))
+        n_val = int(round(fractions[1] * len(idx)))
+        for k, chunk in enumerate((idx[:n_train], idx[n_train : n_train + n_val], idx[n_train + n_val :])):
+            parts[k].append(chunk)
+    train, val, test = (rng.permutation(np.concatenate(p)) for p in parts)
+    for name, part in (("train", train), ("validation", val), ("test", test)):
+        if len(part) == 0:
+            raise DataError(f"the {name} split is empty; use more events")
+    return Split(train, val, test, seed, tuple(float(f) for f in fractions))

@@ -1,0 +1,389 @@
+"""The interfaces every plugin implements.
+
+A *component* is a class with a registered ``name``, a one-line ``description`` (its
+docstring's first line by default) and an ``Options`` pydantic model that validates its
+options in a spec. The model assembly (:mod:`symfw.core.model`) constructs components
+with the arguments stated in each interface's docstring.
+
+Data flow: four-vectors → input transforms → subnets (general, invariant) → combiner
+(with a breaking context) → head → one logit. Penalties read the model and the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from . import kinematics
+
+
+class Options(BaseModel):
+    """Base class of component options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoOptions(Options):
+    """For components without options."""
+
+
+class Component:
+    """Mixin carrying what the registry needs to know about a plugin class."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]
+    Options: ClassVar[type[Options]] = NoOptions
+
+    @classmethod
+    def describe(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+# --------------------------------------------------------------------------- particles
+
+
+@dataclass(frozen=True)
+class Particles:
+    """What flows from the input transforms to the subnets.
+
+    p4:       (B, N, 4) four-vectors (E, px, py, pz) in GeV, padded entries zero.
+    mask:     (B, N) bool, True for real particles (and spurions).
+    channels: (B, N, C) extra per-particle scalars the encoders see next to p4 (e.g. the
+              one-hot spurion label); C may be 0.
+    scalars:  (B, S) extra event-level scalars for the invariant subnet (the "input method");
+              S may be 0.
+    """
+
+    p4: torch.Tensor
+    mask: torch.Tensor
+    channels: torch.Tensor
+    scalars: torch.Tensor
+
+    @classmethod
+    def from_p4(cls, p4: torch.Tensor, mask: torch.Tensor | None = None) -> "Particles":
+        b, n, _ = p4.shape
+        if mask is None:
+            mask = torch.ones(b, n, dtype=torch.bool, device=p4.device)
+        return cls(
+            p4=p4,
+            mask=mask,
+            channels=p4.new_zeros(b, n, 0),
+            scalars=p4.new_zeros(b, 0),
+        )
+
+    def replace(self, **changes: Any) -> "Particles":
+        return replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- groups
+
+
+class SymmetryGroup(Component):
+    """A matrix Lie group acting linearly on four-vectors (E, px, py, pz).
+
+    Contract:
+    - ``generators()`` → (G, 4, 4) Lie-algebra matrices T_a with Λ = exp(θ T_a) in the group;
+      ``generator_names`` has G entries. Elements preserve the metric η = diag(+1, −1, −1, −1):
+      Λᵀ η Λ = η.
+    - ``sample(n, generator=None)`` → (n, 4, 4) random group elements (ranges from the
+      options: rapidity for boosts, angle for rotations). With ``generator`` (a name), the
+      elements are exp(θ T) along that one generator only.
+    - ``act(elements, p4, mask=None)`` applies (n, 4, 4) or (4, 4) elements to (n, N, 4)
+      four-vectors; padded particles stay zero.
+
+    Constructed as ``Group(options)``.
+    """
+
+    kind = "group"
+
+    def __init__(self, options: Options | None = None):
+        self.options = options if options is not None else self.Options()
+
+    # -- to implement ------------------------------------------------------------------
+    generator_names: ClassVar[tuple[str, ...]] = ()
+
+    def generators(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def sample(
+        self,
+        n: int,
+        generator: str | None = None,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device=None,
+        rng: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------
+    def generator_index(self, name: str) -> int:
+        from .errors import UsageError
+
+        if name not in self.generator_names:
+            known = ", ".join(self.generator_names) or "none"
+            raise UsageError(f"group '{self.name}' has no generator '{name}'; known: {known}")
+        return self.generator_names.index(name)
+
+    def act(
+        self, elements: torch.Tensor, p4: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        elements = elements.to(dtype=p4.dtype, device=p4.device)
+        if elements.dim() == 2:
+            out = p4 @ elements.T
+        else:
+            out = torch.einsum("bij,bnj->bni", elements, p4)
+        if mask is not None:
+            out = out * mask.unsqueeze(-1).to(out.dtype)
+        return out
+
+
+class MatrixLieGroup(SymmetryGroup):
+    """A subgroup of the Lorentz group spanned by named boost and rotation generators.
+
+    Subclasses set ``boosts`` and ``rotations``: tuples of generator names among
+    ``Kx, Ky, Kz`` (boosts) and ``Jx, Jy, Jz`` (rotations). Random elements are
+    Λ = exp(φ n̂·J) exp(y m̂·K) with unit vectors n̂, m̂ uniform in the span of the group's
+    rotation and boost generators, rapidity y uniform in [0, max_rapidity] and angle φ uniform
+    in [0, max_angle].
+    """
+
+    boosts: ClassVar[tuple[str, ...]] = ()
+    rotations: ClassVar[tuple[str, ...]] = ()
+
+    class Options(Options):
+        max_rapidity: float = 1.0
+        max_angle: float = math.pi
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.generator_names = tuple(cls.boosts) + tuple(cls.rotations)
+
+    def generators(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
+        mats = [lorentz_generator(n, dtype=dtype, device=device) for n in self.generator_names]
+        if not mats:
+            return torch.zeros(0, 4, 4, dtype=dtype, device=device)
+        return torch.stack(mats)
+
+    def _random_algebra(self, names, magnitude, n, dtype, device, rng):
+        if not names:
+            return torch.zeros(n, 4, 4, dtype=dtype, device=device)
+        gens = torch.stack([lorentz_generator(x, dtype=dtype, device=device) for x in names])
+        direction = torch.randn(n, len(names), dtype=dtype, generator=rng).to(device)
+        direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-30)
+        size = torch.rand(n, 1, dtype=dtype, generator=rng).to(device) * magnitude
+        return torch.einsum("na,aij->nij", direction * size, gens)
+
+    def sample(self, n, generator=None, *, dtype=torch.float64, device=None, rng=None):
+        opts = self.options
+        if generator is not None:
+            name = self.generator_names[self.generator_index(generator)]
+            scale = opts.max_rapidity if name.startswith("K") else opts.max_angle
+            theta = (2 * torch.rand(n, dtype=dtype, generator=rng) - 1).to(device) * scale
+            algebra = theta[:, None, None] * lorentz_generator(name, dtype=dtype, device=device)
+            return torch.linalg.matrix_exp(algebra)
+        boost = self._random_algebra(self.boosts, opts.max_rapidity, n, dtype, device, rng)
+        rot = self._random_algebra(self.rotations, opts.max_angle, n, dtype, device, rng)
+        return torch.linalg.matrix_exp(rot) @ torch.linalg.matrix_exp(boost)
+
+
+_AXES = {"x": 1, "y": 2, "z": 3}
+
+
+def lorentz_generator(name: str, dtype=torch.float64, device=None) -> torch.Tensor:
+    """The Lorentz-algebra matrix acting on (E, px, py, pz) for ``Kx|Ky|Kz|Jx|Jy|Jz``.
+
+    K_i generates a boost along axis i (rapidity parameter); J_i a rotation about axis i
+    (right-handed, angle parameter).
+    """
+    t = torch.zeros(4, 4, dtype=dtype, device=device)
+    kind, axis = name[0], name[1:]
+    if kind == "K" and axis in _AXES:
+        i = _AXES[axis]
+        t[0, i] = t[i, 0] = 1.0
+        return t
+    if kind == "J" and axis in _AXES:
+        # right-handed: about x turns y into z, about y turns z into x, about z turns x into y
+        j, k = {"x": (2, 3), "y": (3, 1), "z": (1, 2)}[axis]
+        t[j, k], t[k, j] = -1.0, 1.0
+        return t
+    raise ValueError(f"unknown Lorentz generator {name!r}")
+
+
+# --------------------------------------------------------------------------- maps & contexts
+
+
+class InvariantMap(Component):
+    """Features of an event that are invariant under the group named by ``group``.
+
+    ``__call__(p4, mask) → (B, F)`` for p4 (B, N, 4) and mask (B, N); padded particles
+    contribute zeros; F depends only on N (the assembly finds it with a dry run).
+    Constructed as ``Map(options)``.
+    """
+
+    kind = "invariants"
+    group: ClassVar[str]
+
+    def __init__(self, options: Options | None = None):
+        self.options = options if options is not None else self.Options()
+
+    def __call__(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class BreakingContext(Component):
+    """The scale at which the symmetry breaks, e.g. the leading muon's pT.
+
+    ``__call__(p4, mask) → (B, C)``, C depending only on N; computed from the raw particles
+    (before input transforms). Constructed as ``Context(options)``.
+    """
+
+    kind = "context"
+
+    def __init__(self, options: Options | None = None):
+        self.options = options if options is not None else self.Options()
+
+    def __call__(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- modules
+
+
+class Combiner(Component, nn.Module):
+    """Pools the general latent g (B, L) and the invariant latent s (B, L) using the context.
+
+    ``forward(g, s, context) → (B, out_features)``. Constructed as
+    ``Combiner(options, latent_dim=L, context_dim=C)``; set ``out_features``. Combiners that
+    learn a weight of the general subnet expose ``weight(context) → (B,)`` (used for the
+    learned-weight plots); ``needs_context`` says whether a context is required.
+    """
+
+    kind = "combiner"
+    needs_context: ClassVar[bool] = False
+    out_features: int
+
+    def __init__(self, options: Options, latent_dim: int, context_dim: int):
+        nn.Module.__init__(self)
+        self.options = options
+        self.latent_dim = latent_dim
+        self.context_dim = context_dim
+
+
+class Encoder(Component, nn.Module):
+    """A subnet body mapping its input to a latent vector (B, latent_dim).
+
+    ``consumes`` is ``"particles"`` (forward receives a :class:`Particles`; per-particle input
+    width ``in_features`` = 4 + channels) or ``"features"`` (forward receives a (B, F) tensor
+    from an invariant map, plus the input-method scalars). Constructed as
+    ``Encoder(options, in_features=F, latent_dim=L)``.
+    """
+
+    kind = "encoder"
+    consumes: ClassVar[str] = "features"
+
+    def __init__(self, options: Options, in_features: int, latent_dim: int):
+        nn.Module.__init__(self)
+        self.options = options
+        self.in_features = in_features
+        self.latent_dim = latent_dim
+
+
+class InputTransform(Component):
+    """Rewrites the particles before the subnets see them (spurions, the input method).
+
+    ``__call__(particles) → particles``, deterministic and without learnable state; the
+    shapes it produces depend only on the input shapes. Spurions are appended *inside* the
+    model, so group actions applied to a model's input (augmentation, penalties) never
+    transform them. Constructed as ``Transform(options)``.
+    """
+
+    kind = "inputs"
+
+    def __init__(self, options: Options | None = None):
+        self.options = options if options is not None else self.Options()
+
+    def __call__(self, particles: Particles) -> Particles:
+        raise NotImplementedError
+
+
+class Penalty(Component):
+    """A soft loss term, e.g. SEAL's Γ_G or Γ_δ: ``__call__(model, batch) → scalar tensor``.
+
+    ``batch`` is a :class:`Batch`. The trainer multiplies the value by λ from the spec.
+    Constructed as ``Penalty(options, group=SymmetryGroup)``.
+    """
+
+    kind = "penalty"
+
+    def __init__(self, options: Options, group: SymmetryGroup):
+        self.options = options
+        self.group = group
+
+    def __call__(self, model: nn.Module, batch: "Batch") -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of events: p4 (B, N, 4), mask (B, N), label (B,) in {0, 1}, weight (B,)."""
+
+    p4: torch.Tensor
+    mask: torch.Tensor
+    label: torch.Tensor
+    weight: torch.Tensor
+
+
+class DatasetSource(Component):
+    """A source of labelled events (a generator such as ``zmumu``).
+
+    ``generate(n_events, seed) → EventData`` (see :mod:`symfw.core.data`). Same seed, same
+    events. Constructed as ``Source(options)``.
+    """
+
+    kind = "dataset"
+
+    def __init__(self, options: Options | None = None):
+        self.options = options if options is not None else self.Options()
+
+    def generate(self, n_events: int, seed: int, progress=None):
+        raise NotImplementedError
+
+
+COMPONENT_KINDS: dict[str, type[Component]] = {
+    "group": SymmetryGroup,
+    "invariants": InvariantMap,
+    "context": BreakingContext,
+    "combiner": Combiner,
+    "encoder": Encoder,
+    "inputs": InputTransform,
+    "penalty": Penalty,
+    "dataset": DatasetSource,
+}
+
+# re-exported for plugins that build four-vector quantities
+__all__ = [
+    "Batch",
+    "BreakingContext",
+    "COMPONENT_KINDS",
+    "Combiner",
+    "Component",
+    "DatasetSource",
+    "Encoder",
+    "InputTransform",
+    "InvariantMap",
+    "MatrixLieGroup",
+    "NoOptions",
+    "Options",
+    "Particles",
+    "Penalty",
+    "SymmetryGroup",
+    "kinematics",
+    "lorentz_generator",
+]
