@@ -298,3 +298,45 @@ def make_split(
         if len(part) == 0:
             raise DataError(f"the {name} split is empty; use more events")
     return Split(train, val, test, seed, tuple(float(f) for f in fractions))
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def resolve_data(
+    source: str | Path,
+    *,
+    n_events: int | None = None,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    registry=None,
+    progress=None,
+) -> EventData:
+    """A registered dataset plugin by name (generated with ``seed``), or a user's file.
+
+    For a generator, ``n_events`` events are made (the plugin's default when None). For a
+    file, ``n_events`` (if given) keeps the first n events.
+    """
+    from .registry import get_registry
+
+    registry = registry or get_registry()
+    name = str(source)
+    if name in registry.entries["dataset"]:
+        cls = registry.get("dataset", name)
+        try:
+            opts = cls.Options.model_validate(options or {})
+        except Exception as exc:  # pydantic ValidationError → one line
+            raise DataError(f"dataset '{name}': bad options: {exc}".splitlines()[0]) from None
+        if n_events is not None and n_events < 1:
+            raise DataError(f"--events must be >= 1, got {n_events}")
+        return cls(opts).generate(n_events, seed, progress=progress)
+    path = Path(source)
+    if not path.exists() and path.suffix.lower() not in (".npz", ".h5", ".hdf5"):
+        known = ", ".join(registry.names("dataset")) or "none"
+        raise DataError(f"{source}: neither a data file nor a dataset; datasets: {known}")
+    data = load_events(path)
+    if n_events is not None:
+        if n_events < 1:
+            raise DataError(f"--events must be >= 1, got {n_events}")
+        data = data.subset(np.arange(min(n_events, len(data))))
+    return data

@@ -352,7 +352,7 @@ class DatasetSource(Component):
     def __init__(self, options: Options | None = None):
         self.options = options if options is not None else self.Options()
 
-    def generate(self, n_events: int, seed: int, progress=None):
+    def generate(self, n_events: int | None, seed: int, progress=None):
         raise NotImplementedError
 
 
