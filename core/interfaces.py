@@ -163,7 +163,8 @@ class MatrixLieGroup(SymmetryGroup):
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.generator_names = tuple(cls.boosts) + tuple(cls.rotations)
+        if "generator_names" not in cls.__dict__:
+            cls.generator_names = tuple(cls.boosts) + tuple(cls.rotations)
 
     def generators(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
         mats = [lorentz_generator(n, dtype=dtype, device=device) for n in self.generator_names]
@@ -261,8 +262,9 @@ class Combiner(Component, nn.Module):
 
     ``forward(g, s, context) → (B, out_features)``. Constructed as
     ``Combiner(options, latent_dim=L, context_dim=C)``; set ``out_features``. Combiners that
-    learn a weight of the general subnet expose ``weight(context) → (B,)`` (used for the
-    learned-weight plots); ``needs_context`` says whether a context is required.
+    learn a weight of the general subnet override ``weight(context) → (B,)`` in [0, 1] (used
+    for the learned-weight plots; the default returns None); ``needs_context`` says whether a
+    context is required.
     """
 
     kind = "combiner"
@@ -274,6 +276,10 @@ class Combiner(Component, nn.Module):
         self.options = options
         self.latent_dim = latent_dim
         self.context_dim = context_dim
+
+    def weight(self, context: torch.Tensor) -> torch.Tensor | None:
+        """The learned weight of the general subnet per event, or None if there is none."""
+        return None
 
 
 class Encoder(Component, nn.Module):

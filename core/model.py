@@ -114,7 +114,7 @@ class SymfwModel(nn.Module):
 
     def general_weight(self, p4: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor | None:
         """The learned weight of the general subnet per event, if the combiner has one."""
-        if self.combiner is None or not hasattr(self.combiner, "weight") or self.context is None:
+        if self.combiner is None or self.context is None:
             return None
         if mask is None:
             mask = torch.ones(p4.shape[:2], dtype=torch.bool, device=p4.device)

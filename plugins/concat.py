@@ -35,10 +35,10 @@ class Concat(Combiner):
         extra = {"weighted": 0, "weight-input": 1, "context-input": context_dim, "plain": 0}[options.mode]
         self.out_features = 2 * latent_dim + extra
 
-    def weight(self, context: torch.Tensor) -> torch.Tensor:
-        """w(context), (B,); only for the modes that learn a weight."""
+    def weight(self, context: torch.Tensor) -> torch.Tensor | None:
+        """w(context), (B,); None for the modes that learn no weight."""
         if self.mlp is None:
-            raise AttributeError(f"concat mode '{self.options.mode}' learns no weight")
+            return None
         return torch.softmax(self.mlp(context), dim=-1)[:, 0]
 
     def forward(self, g, s, context):
