@@ -68,9 +68,11 @@ app = make_app("symfw: build, train and compare networks for approximately respe
 
 
 def _register_commands() -> None:
-    from . import build, plugins_cmd
+    from . import build, compare, plugins_cmd, train
 
     app.command("build")(build.build)
+    app.command("train")(train.train)
+    app.command("compare")(compare.compare)
     app.add_typer(plugins_cmd.app, name="plugins")
 
 

@@ -35,12 +35,15 @@ class MLP(nn.Sequential):
 class MaskedBatchNorm(nn.Module):
     """BatchNorm over the real particles of (B, N, F) inputs; padded entries are ignored.
 
-    Running statistics follow ``torch.nn.BatchNorm1d`` (momentum 0.1, unbiased running var).
+    Running statistics follow ``torch.nn.BatchNorm1d`` (momentum 0.1, unbiased running var);
+    as there, setting ``track_running_stats = False`` normalises with the batch statistics
+    without updating the running ones (the trainer does so while a penalty evaluates the model).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
         self.eps, self.momentum = eps, momentum
+        self.track_running_stats = True
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
         self.register_buffer("running_mean", torch.zeros(num_features))
@@ -48,15 +51,17 @@ class MaskedBatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).to(x.dtype)
-        if self.training:
+        batch_stats = self.training or not self.track_running_stats
+        if batch_stats:
             count = m.sum((0, 1)).clamp_min(1.0)
             mean = (x * m).sum((0, 1)) / count
             var = (((x - mean) ** 2) * m).sum((0, 1)) / count
+        if self.training and self.track_running_stats:
             with torch.no_grad():
                 unbiased = var * count / (count - 1).clamp_min(1.0)
                 self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
                 self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
-        else:
+        if not batch_stats:
             mean, var = self.running_mean, self.running_var
         return ((x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias) * m
 

@@ -1,0 +1,159 @@
+"""``symfw compare SPEC_A SPEC_B ...``: train every spec on identical splits and seeds, then compare."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from symfw.core.errors import UsageError
+
+from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, registry_with
+from .train import (
+    BatchOpt,
+    DataOpt,
+    DeviceOpt,
+    EpochProgress,
+    EpochsOpt,
+    EventsOpt,
+    FractionsOpt,
+    LrOpt,
+    PtMaxOpt,
+    ResumeOpt,
+    SeedOpt,
+    VectorizeOpt,
+    WdOpt,
+    check_vectorize,
+    extrapolation_table,
+    load_data,
+    make_settings,
+    pm,
+    results_console,
+)
+
+
+def compare_table(summary: dict[str, Any]) -> Table:
+    rows = summary["rows"]
+    at = sorted({int(e) for r in rows for e in r["val_auc_at"]})
+    table = Table(
+        title="comparison on identical splits and seeds (mean ± std over members)", title_justify="left"
+    )
+    table.add_column("spec")
+    table.add_column("params", justify="right")
+    table.add_column("final test AUC", justify="right")
+    table.add_column("best-val test AUC", justify="right")
+    for e in at:
+        table.add_column(f"val AUC @{e}", justify="right")
+    table.add_column("epochs to 99%", justify="right")
+    table.add_column("time (s)", justify="right")
+    for r in rows:
+        table.add_row(
+            r["spec"], f"{r['parameters']:,}", pm(r["final_test_auc"]), pm(r["best_test_auc"]),
+            *[pm(r["val_auc_at"].get(str(e)), 3) for e in at],
+            pm(r["epochs_to_99"], 1), f"{r['train_time_s']:.0f}",
+        )
+    r0 = rows[0]
+    table.caption = (
+        f"{r0['members']} members × {r0['epochs']} epochs on {r0['n_train']:,} training events; "
+        "val = validation split, test = test split (never used for selection); "
+        "epochs to 99% = first epoch at 99% of the member's final val AUC"
+    )
+    return table
+
+
+def difference_table(summary: dict[str, Any]) -> Table | None:
+    if not summary["differences"]:
+        return None
+    table = Table(title="differences (paired by seed: mean ± standard error)", title_justify="left")
+    for col in ("a − b", "Δ final test AUC", "Δ best-val test AUC"):
+        table.add_column(col, justify="right" if col != "a − b" else "left")
+
+    def fmt(d):
+        if d["mean"] is None:
+            return "–"
+        return f"{d['mean']:+.4f}" + (f" ± {d['sem']:.4f}" if d["sem"] is not None else " (one seed)")
+
+    for d in summary["differences"]:
+        table.add_row(f"{d['a']} − {d['b']}", fmt(d["final_test_auc"]), fmt(d["best_test_auc"]))
+    return table
+
+
+def fraction_table(summary: dict[str, Any]) -> Table | None:
+    by = summary.get("by_fraction")
+    if not by:
+        return None
+    fractions = sorted({f["fraction"] for rows in by.values() for f in rows})
+    table = Table(title="final test AUC vs training fraction (mean ± std)", title_justify="left")
+    table.add_column("spec")
+    for f in fractions:
+        table.add_column(f"{f:g}", justify="right")
+    for name, rows in by.items():
+        cells = {f["fraction"]: pm(f["final_test_auc"]) for f in rows}
+        table.add_row(name, *[cells.get(f, "–") for f in fractions])
+    return table
+
+
+def compare(
+    specs: Annotated[list[str], typer.Argument(help="Two or more spec files (.toml) or preset names.")],
+    data: DataOpt = "zmumu",
+    events: EventsOpt = None,
+    epochs: EpochsOpt = None,
+    lr: LrOpt = None,
+    batch_size: BatchOpt = None,
+    weight_decay: WdOpt = None,
+    seeds: Annotated[int, typer.Option("--seeds", help="Ensemble members per spec (same seeds for every spec).")] = 3,
+    seed: SeedOpt = 0,
+    fractions: FractionsOpt = None,
+    train_pt_max: PtMaxOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: compare.json, plots, a run per spec.")] = Path(
+        "runs/compare"
+    ),
+    resume: ResumeOpt = False,
+    device: DeviceOpt = "auto",
+    vectorize: VectorizeOpt = "auto",
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    registry: RegistryOpt = None,
+):
+    """Train every SPEC on the same data, split and seeds; print a table, write compare.json and plots.
+
+    Example: symfw compare pfn invariant hybrid --data zmumu --events 20000 --epochs 30 --seeds 3 --out cmp/
+    """
+    from symfw.core.compare import run_compare
+    from symfw.core.spec import load_spec
+    from symfw.core.training import resolve_device, with_training_overrides
+
+    if len(specs) < 2:
+        raise UsageError("compare needs at least two specs (files or preset names)")
+    reg = registry_with(registry)
+    settings = make_settings(data, events, seed, seeds, fractions, train_pt_max)
+    dev = resolve_device(device)
+    mode = check_vectorize(vectorize)
+    loaded = [
+        with_training_overrides(load_spec(s, registry=reg), epochs=epochs, lr=lr, batch_size=batch_size,
+                                weight_decay=weight_decay)
+        for s in specs
+    ]
+    events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg)
+    with EpochProgress(quiet) as progress:
+        summary = run_compare(
+            loaded, events_data, settings, out, resume=resume, device=dev, vectorize=mode, registry=reg,
+            on_epoch=progress,
+        )
+    if json_:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console = results_console()
+    console.print(compare_table(summary))
+    for table in (
+        difference_table(summary),
+        fraction_table(summary),
+        extrapolation_table(summary.get("extrapolation") or {}),
+    ):
+        if table is not None:
+            console.print(table)
+    if not quiet:
+        err_console.print(f"wrote {out / 'compare.json'} and {', '.join(Path(p).name for p in summary['plots'])}")

@@ -1,0 +1,168 @@
+"""Comparing specs: train each on the same data, split and seeds, then summarise.
+
+Every spec is trained by :func:`symfw.core.training.run_training` with the same
+:class:`~symfw.core.training.RunSettings` (so the same events, the same split and the same
+member seeds — member m of every spec sees the same batch order), into ``OUT/<spec name>/``.
+The summary (``compare.json``) holds per spec, for the largest training fraction:
+
+- final and best-validation-epoch **test** AUC (mean ± std over members);
+- validation AUC at epochs 1, 5, 10, 25, 50, 100 (those trained);
+- epochs to reach 99% of the member's own final validation AUC;
+- parameter count and training time;
+
+and for every pair of specs the difference of their test AUCs, paired by member (same seed):
+mean of the per-member differences ± its standard error. With several fractions, the test AUC
+per fraction; with a pT cut, the extrapolation metrics below and above it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import metrics as M
+from .data import EventData
+from .errors import UsageError
+from .io import atomic_write_json
+from .runs import RunDir
+from .spec import Spec
+from .training import EpochCallback, RunSettings, run_training
+
+AT_EPOCHS = (1, 5, 10, 25, 50, 100)
+
+
+def run_dirnames(specs: Sequence[Spec]) -> list[str]:
+    """A distinct, file-system-safe folder name per spec (its name; -2, -3 for repeats)."""
+    names, seen = [], {}
+    for spec in specs:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name).strip("._") or "spec"
+        seen[base] = seen.get(base, 0) + 1
+        names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return names
+
+
+def _paired(a: Sequence[float], b: Sequence[float]) -> dict[str, float | int]:
+    """Mean of a_i − b_i ± its standard error (sem is nan with one pair)."""
+    d = np.asarray([x - y for x, y in zip(a, b) if x is not None and y is not None], dtype=np.float64)
+    d = d[np.isfinite(d)]
+    if len(d) == 0:
+        return {"mean": math.nan, "sem": math.nan, "n": 0}
+    sem = float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else math.nan
+    return {"mean": float(d.mean()), "sem": sem, "n": int(len(d))}
+
+
+def _main_fraction(result: dict[str, Any]) -> dict[str, Any]:
+    return max(result["fractions"], key=lambda f: f["fraction"])
+
+
+def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The comparison of several :func:`run_training` results (same settings)."""
+    names = list(names or [r["spec"] for r in results])
+    rows = []
+    for name, result in zip(names, results):
+        main = _main_fraction(result)
+        s = main["summary"]
+        rows.append(
+            {
+                "spec": name,
+                "fraction": main["fraction"],
+                "n_train": main["n_train"],
+                "members": len(main["members"]),
+                "epochs": main["epochs"],
+                "parameters": main["parameters"],
+                "train_time_s": main["train_time_s"],
+                "mode": main["mode"],
+                "final_test_auc": s["final_test"]["auc"],
+                "best_test_auc": s["best_test"]["auc"],
+                "final_test": s["final_test"],
+                "best_test": s["best_test"],
+                "best_epoch": s["best_epoch"],
+                "val_auc_at": {k: v for k, v in s["val_auc_at"].items() if int(k) in AT_EPOCHS},
+                "epochs_to_99": s["epochs_to_99"],
+            }
+        )
+    differences = []
+    for i in range(len(results)):
+        for j in range(i + 1, len(results)):
+            a, b = _main_fraction(results[i]), _main_fraction(results[j])
+            entry = {"a": names[i], "b": names[j]}
+            for key in ("final", "best"):
+                entry[f"{key}_test_auc"] = _paired(
+                    [m[key]["test"]["auc"] for m in a["members"]],
+                    [m[key]["test"]["auc"] for m in b["members"]],
+                )
+            differences.append(entry)
+    fractions = sorted({f["fraction"] for r in results for f in r["fractions"]})
+    by_fraction = None
+    if len(fractions) > 1:
+        by_fraction = {
+            name: [
+                {
+                    "fraction": f["fraction"],
+                    "n_train": f["n_train"],
+                    "final_test_auc": f["summary"]["final_test"]["auc"],
+                    "best_test_auc": f["summary"]["best_test"]["auc"],
+                }
+                for f in sorted(r["fractions"], key=lambda f: f["fraction"])
+            ]
+            for name, r in zip(names, results)
+        }
+    extrapolation = None
+    if any(_main_fraction(r).get("extrapolation") for r in results):
+        extrapolation = {name: _main_fraction(r).get("extrapolation") for name, r in zip(names, results)}
+    first = results[0]
+    return M.jsonable(
+        {
+            "specs": names,
+            "settings": first["settings"],
+            "data": first["data"],
+            "split": first["split"],
+            "rows": rows,
+            "differences": differences,
+            "by_fraction": by_fraction,
+            "extrapolation": extrapolation,
+        }
+    )
+
+
+def run_compare(
+    specs: Sequence[Spec],
+    data: EventData,
+    settings: RunSettings,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    device="cpu",
+    vectorize: str = "auto",
+    registry=None,
+    on_epoch: EpochCallback | None = None,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Train every spec into ``out/<name>/``, write ``compare.json`` and the plots."""
+    out = Path(out)
+    names = run_dirnames(specs)
+    if not resume:
+        for name in names:
+            if RunDir(out / name).started:
+                raise UsageError(
+                    f"{out / name} already holds a run; pass --resume to continue it or choose another --out"
+                )
+    results = [
+        run_training(
+            spec, data, settings, out / name, resume=resume, device=device, vectorize=vectorize,
+            registry=registry, on_epoch=on_epoch,
+        )
+        for spec, name in zip(specs, names)
+    ]
+    summary = summarize(results, names)
+    if plots:
+        from .plots import write_plots
+
+        summary["plots"] = [str(p) for p in write_plots(results, out, names)]
+    atomic_write_json(out / "compare.json", summary)
+    return summary

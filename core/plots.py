@@ -1,0 +1,160 @@
+"""PNG plots of training results (matplotlib, Agg backend).
+
+- ``auc_vs_epoch.png``: validation AUC vs epoch, mean over members ± 1σ band (hybrid paper,
+  Fig. 4);
+- ``auc_vs_fraction.png``: test AUC vs training fraction ± 1σ (Fig. 6), when several fractions
+  were trained;
+- ``general_weight_vs_pt.png``: the learned weight of the general subnet vs leading pT ± 1σ
+  (Fig. 5), for models whose combiner learns one;
+- ``extrapolation.png``: test AUC and accuracy vs leading pT below and above the training cut
+  (SEAL, Figs. 3–5), when trained with ``--train-pt-max``.
+
+Every function takes :func:`symfw.core.training.run_training` results and returns the path
+it wrote, or None when there is nothing to plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .io import atomic_write  # noqa: E402
+
+PT_LABEL = r"leading-muon $p_\mathrm{T}$ [GeV]"
+
+
+def _nan(values) -> np.ndarray:
+    return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def _main(result: dict[str, Any]) -> dict[str, Any]:
+    return max(result["fractions"], key=lambda f: f["fraction"])
+
+
+def _colors(n: int):
+    cmap = plt.get_cmap("tab10")
+    return [cmap(i % 10) for i in range(n)]
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, format="png"))
+    plt.close(fig)
+    return path
+
+
+def _names(results, names):
+    return list(names) if names is not None else [r["spec"] for r in results]
+
+
+def plot_auc_vs_epoch(results: Sequence[dict], path: Path, names: Sequence[str] | None = None) -> Path:
+    """Validation AUC vs epoch with ±1σ bands over members (largest training fraction)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, result, color in zip(_names(results, names), results, _colors(len(results))):
+        main = _main(result)
+        epochs = np.asarray(main["curves"]["epoch"])
+        auc = np.asarray([_nan(row) for row in main["curves"]["val_auc"]])
+        mean = np.nanmean(auc, axis=1)
+        std = np.nanstd(auc, axis=1, ddof=1) if auc.shape[1] > 1 else np.zeros_like(mean)
+        ax.plot(epochs, mean, color=color, label=f"{name} ({auc.shape[1]} seeds)")
+        ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
+    main = _main(results[0])
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation AUC")
+    ax.set_title(f"AUC vs epoch ({main['n_train']:,} training events; bands: ±1σ over seeds)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_auc_vs_fraction(results: Sequence[dict], path: Path, names: Sequence[str] | None = None) -> Path | None:
+    """Final test AUC vs training fraction with ±1σ error bands; None with one fraction."""
+    if all(len(r["fractions"]) < 2 for r in results):
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, result, color in zip(_names(results, names), results, _colors(len(results))):
+        fr = sorted(result["fractions"], key=lambda f: f["fraction"])
+        x = np.asarray([f["fraction"] for f in fr])
+        mean = _nan([f["summary"]["final_test"]["auc"]["mean"] for f in fr])
+        std = _nan([f["summary"]["final_test"]["auc"]["std"] for f in fr])
+        ax.plot(x, mean, "o-", color=color, label=name)
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
+    full = max(results[0]["fractions"], key=lambda f: f["fraction"])
+    n_full = round(full["n_train"] / full["fraction"])
+    ticks = sorted({f["fraction"] for r in results for f in r["fractions"]})
+    ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel(f"training fraction (of {n_full:,} training events)")
+    ax.set_ylabel("test AUC (final epoch)")
+    ax.set_title("AUC vs training-set size (bands: ±1σ over seeds)", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_general_weight(results: Sequence[dict], path: Path, names: Sequence[str] | None = None) -> Path | None:
+    """Learned general-subnet weight vs leading pT ±1σ; None when no model learns a weight."""
+    curves = [(n, _main(r)["general_weight"]) for n, r in zip(_names(results, names), results)]
+    curves = [(n, c) for n, c in curves if c]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for (name, c), color in zip(curves, _colors(len(curves))):
+        x, mean, std = np.asarray(c["pt_centers"]), _nan(c["mean"]), _nan(c["std"])
+        ax.plot(x, mean, color=color, label=f"{name} ({len(c['per_member'])} seeds)")
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
+    ax.set_xlabel(PT_LABEL)
+    ax.set_ylabel("weight of the general subnet $w$")
+    ax.set_ylim(0, 1)
+    ax.set_title("Learned general-subnet weight vs pT (test events; bands: ±1σ over seeds)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_extrapolation(results: Sequence[dict], path: Path, names: Sequence[str] | None = None) -> Path | None:
+    """Test AUC and accuracy in pT bins, with the training cut marked; None without a cut."""
+    entries = [(n, _main(r).get("extrapolation")) for n, r in zip(_names(results, names), results)]
+    entries = [(n, e) for n, e in entries if e]
+    if not entries:
+        return None
+    fig, axes = plt.subplots(2, 1, figsize=(6.4, 6.4), sharex=True)
+    pt_max = entries[0][1]["pt_max"]
+    for (name, e), color in zip(entries, _colors(len(entries))):
+        lo, hi = np.asarray([b["lo"] for b in e["bins"]]), np.asarray([b["hi"] for b in e["bins"]])
+        x, xerr = 0.5 * (lo + hi), 0.5 * (hi - lo)
+        for ax, key in zip(axes, ("auc", "accuracy")):
+            mean = _nan([b[key]["mean"] for b in e["bins"]])
+            std = _nan([b[key]["std"] for b in e["bins"]])
+            ax.errorbar(x, mean, yerr=std, xerr=xerr, fmt="o", color=color, capsize=2, label=name)
+    for ax, label in zip(axes, ("test AUC", "test accuracy")):
+        xlim = ax.get_xlim()
+        ax.axvline(pt_max, color="k", linestyle="--", linewidth=1)
+        ax.axvspan(pt_max, xlim[1], color="0.9", zorder=0)
+        ax.set_xlim(xlim)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(title=f"trained on $p_T$ < {pt_max:g} GeV", fontsize=8)
+    axes[0].set_title("Extrapolation: shaded = pT range unseen in training (bars: ±1σ over seeds)", fontsize=10)
+    axes[1].set_xlabel(PT_LABEL)
+    return _save(fig, path)
+
+
+def write_plots(results: Sequence[dict], out: Path, names: Sequence[str] | None = None) -> list[Path]:
+    """Every plot that applies, into ``out``; returns the paths written."""
+    out = Path(out)
+    written = [
+        plot_auc_vs_epoch(results, out / "auc_vs_epoch.png", names),
+        plot_auc_vs_fraction(results, out / "auc_vs_fraction.png", names),
+        plot_general_weight(results, out / "general_weight_vs_pt.png", names),
+        plot_extrapolation(results, out / "extrapolation.png", names),
+    ]
+    return [p for p in written if p is not None]

@@ -1,0 +1,116 @@
+"""`symfw train` and `symfw compare` through the CLI."""
+
+import json
+
+import pytest
+import torch
+from toy_events import toy_events
+
+import symfw
+from symfw.core.data import save_events
+
+
+@pytest.fixture(scope="module")
+def toy_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "toy.npz"
+    save_events(toy_events(600, weighted=True), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_spec(tmp_path_factory):
+    path = tmp_path_factory.mktemp("specs") / "small-hybrid.toml"
+    spec = symfw.load_spec("hybrid")
+    spec = spec.model_copy(update={"name": "small-hybrid", "head": spec.head.model_copy(update={"hidden": [32]})})
+    symfw.write_spec(spec, path)
+    return path
+
+
+def one_line_exit_2(result, starts):
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err == err.splitlines()[0], err
+    assert err.startswith(starts), err
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "args, starts",
+    [
+        (["train", "nosuchspec"], "Error: nosuchspec: neither a spec file nor a preset"),
+        (["train", "pfn", "--fractions", "0"], "Error: --fractions: each fraction must be in (0, 1], got 0"),
+        (["train", "pfn", "--fractions", "0.5,1.5"], "Error: --fractions: each fraction must be in (0, 1], got 1.5"),
+        (["train", "pfn", "--fractions", "0.1,abc"], "Error: --fractions: 'abc' is not a number"),
+        (["train", "pfn", "--seeds", "0"], "Error: --seeds must be >= 1, got 0"),
+        (["train", "pfn", "--device", "tpu"], "Error: --device must be cpu, cuda or auto, got 'tpu'"),
+        (["train", "pfn", "--epochs", "0"], "Error: --epochs:"),
+        (["train", "pfn", "--vectorize", "maybe"], "Error: --vectorize must be auto, yes or no"),
+        (["train", "pfn", "--data", "nosuch.npz"], "Error: nosuch.npz: no such file"),
+        (["compare", "pfn"], "Error: compare needs at least two specs"),
+        (["compare", "pfn", "nosuchspec"], "Error: nosuchspec: neither a spec file nor a preset"),
+        (["compare", "pfn", "hybrid", "--seeds", "-1"], "Error: --seeds must be >= 1, got -1"),
+        (["compare", "pfn", "hybrid", "--fractions", "1.01"], "Error: --fractions: each fraction must be in (0, 1]"),
+        (["compare", "pfn", "hybrid", "--device", "gpu"], "Error: --device must be cpu, cuda or auto, got 'gpu'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(runner, cli, args, starts, tmp_path):
+    one_line_exit_2(runner.invoke(cli, args + ["--out", str(tmp_path / "o")]), starts)
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present")
+def test_cuda_without_a_gpu_is_one_line_and_exit_2(runner, cli, tmp_path):
+    result = runner.invoke(cli, ["train", "pfn", "--device", "cuda", "--out", str(tmp_path / "o")])
+    one_line_exit_2(result, "Error: --device cuda: CUDA is not available")
+
+
+def test_train_writes_a_run_and_prints_held_out_metrics(runner, cli, toy_file, small_spec, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", str(small_spec), "--data", str(toy_file), "--epochs", "2", "--seeds", "2",
+            "--batch-size", "64", "--device", "cpu", "--out", str(out)]
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "small-hybrid: held-out metrics" in result.stdout and "final test AUC" in result.stdout
+    results = json.loads((out / "results.json").read_text())
+    auc = results["fractions"][0]["summary"]["final_test"]["auc"]["mean"]
+    assert f"{auc:.4f}" in result.stdout
+    assert symfw.load_spec(out / "spec.toml").training.epochs == 2
+    assert {p.name for p in out.glob("*.png")} == {"auc_vs_epoch.png", "general_weight_vs_pt.png"}
+    # again without --resume: refused; with --resume: read back, same numbers
+    again = runner.invoke(cli, args)
+    one_line_exit_2(again, f"Error: {out} already holds a run; pass --resume")
+    resumed = runner.invoke(cli, args + ["--resume", "--json", "--quiet"])
+    assert resumed.exit_code == 0
+    assert json.loads(resumed.stdout) == results
+    assert resumed.stderr == ""
+
+
+def test_compare_on_identical_splits_writes_table_json_and_plots(runner, cli, toy_file, small_spec, tmp_path):
+    out = tmp_path / "cmp"
+    result = runner.invoke(
+        cli,
+        ["compare", "invariant", str(small_spec), "--data", str(toy_file), "--epochs", "2", "--seeds", "2",
+         "--batch-size", "64", "--fractions", "0.5,1", "--train-pt-max", "60", "--device", "cpu",
+         "--out", str(out), "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "compare.json").read_text())
+    assert summary["specs"] == ["invariant", "small-hybrid"]
+    for name in summary["specs"]:
+        assert name in result.stdout
+    split_hashes = {json.loads((out / n / "data.json").read_text())["split"]["indices_hash"] for n in summary["specs"]}
+    assert len(split_hashes) == 1  # the same split for every spec
+    seeds = [[m["seed"] for m in json.loads((out / n / "results.json").read_text())["fractions"][0]["members"]]
+             for n in summary["specs"]]
+    assert seeds[0] == seeds[1]
+    diff = summary["differences"][0]
+    a = summary["rows"][0]["final_test_auc"]["mean"]
+    b = summary["rows"][1]["final_test_auc"]["mean"]
+    assert diff["final_test_auc"]["mean"] == pytest.approx(a - b)
+    assert set(summary["rows"][0]["val_auc_at"]) == {"1"}
+    assert summary["by_fraction"] and summary["extrapolation"]["invariant"]["pt_max"] == 60
+    assert {p.name for p in out.glob("*.png")} == {
+        "auc_vs_epoch.png", "auc_vs_fraction.png", "general_weight_vs_pt.png", "extrapolation.png"
+    }
+    assert "extrapolation: trained on leading pT < 60 GeV" in result.stdout
+    assert "differences (paired by seed" in result.stdout

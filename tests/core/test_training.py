@@ -1,0 +1,194 @@
+"""The trainer: held-out metrics, selection on validation only, seeds, fractions, pT cut, curves."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from toy_events import toy_events
+
+import symfw
+from symfw.core import metrics as M
+from symfw.core.errors import DataError, UsageError
+from symfw.core.training import (
+    RunSettings,
+    general_weight_curve,
+    lam_at,
+    leading_pt,
+    load_members,
+    member_seeds,
+    prepare_split,
+    resolve_device,
+    run_training,
+    with_training_overrides,
+)
+
+
+def small(preset, epochs=3, batch_size=64):
+    spec = symfw.load_spec(preset)
+    spec = spec.model_copy(update={"head": spec.head.model_copy(update={"hidden": [32, 16]})})
+    return with_training_overrides(spec, epochs=epochs, batch_size=batch_size)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return toy_events(800, weighted=True)
+
+
+@pytest.fixture(scope="module")
+def invariant_run(toy, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "inv"
+    spec = with_training_overrides(symfw.load_spec("invariant"), epochs=4, batch_size=64)
+    return out, run_training(spec, toy, RunSettings(data="toy", seeds=2), out)
+
+
+def test_invariant_model_learns_the_mass_and_reports_held_out_metrics(invariant_run):
+    _, res = invariant_run
+    f = res["fractions"][0]
+    assert f["summary"]["final_test"]["auc"]["mean"] > 0.8
+    assert f["n_train"] + f["n_val"] + f["n_test"] == 800
+    assert set(f["members"][0]["final"]["test"]) == set(M.METRICS) | {"loss"}
+    assert f["curves"]["epoch"] == [1, 2, 3, 4]
+
+
+def test_best_epoch_is_chosen_on_validation_only(invariant_run):
+    out, res = invariant_run
+    f = res["fractions"][0]
+    for m, member in enumerate(f["members"]):
+        curve = [row[m] for row in f["curves"]["val_auc"]]
+        assert member["best"]["epoch"] == int(np.argmax(curve)) + 1
+        assert member["best"]["val"]["auc"] == pytest.approx(max(curve))
+    # the best-epoch test metric is that of the snapshot: recompute from the checkpoint
+    models = load_members(out, best=True)
+    data = toy_events(800, weighted=True)
+    split = prepare_split(data, RunSettings(data="toy"))
+    t = data.subset(split.test).tensors()
+    with torch.no_grad():
+        logits = models[0](t["p4"], t["mask"]).double().numpy()
+    assert M.auc(data.label[split.test], logits, data.weight[split.test]) == pytest.approx(
+        f["members"][0]["best"]["test"]["auc"], abs=1e-6
+    )
+
+
+def test_event_weights_enter_loss_and_metrics(toy):
+    spec = small("invariant", epochs=1)
+    weighted = run_training(spec, toy, RunSettings(data="toy"))["fractions"][0]
+    unweighted_data = toy_events(800, weighted=False)
+    assert not np.array_equal(toy.weight, unweighted_data.weight)
+    plain = run_training(spec, unweighted_data, RunSettings(data="toy"))["fractions"][0]
+    assert weighted["members"][0]["final"]["val"]["auc"] != plain["members"][0]["final"]["val"]["auc"]
+    assert weighted["curves"]["loss"][0][0] != plain["curves"]["loss"][0][0]
+
+
+def test_member_seed_does_not_depend_on_ensemble_size(toy):
+    assert member_seeds(0, 3)[:2] == member_seeds(0, 2)
+    assert len(set(member_seeds(7, 5))) == 5 and member_seeds(7, 1) != member_seeds(8, 1)
+    spec = small("pfn", epochs=2)
+    one = run_training(spec, toy, RunSettings(data="toy", seeds=1), vectorize="no")["fractions"][0]
+    two = run_training(spec, toy, RunSettings(data="toy", seeds=2), vectorize="no")["fractions"][0]
+    assert one["members"][0] == two["members"][0]
+    assert two["members"][1]["final"]["test"]["auc"] != two["members"][0]["final"]["test"]["auc"]
+
+
+def test_fractions_use_the_first_part_of_the_same_training_split(toy):
+    spec = small("invariant", epochs=1)
+    res = run_training(spec, toy, RunSettings(data="toy", fractions=(0.25, 1.0)))
+    sizes = [f["n_train"] for f in res["fractions"]]
+    assert sizes == [round(0.25 * sizes[1]), sizes[1]]
+    assert res["fractions"][0]["n_test"] == res["fractions"][1]["n_test"]
+
+
+def test_train_pt_max_trains_below_the_cut_and_reports_both_sides(toy, tmp_path):
+    lead = leading_pt(toy)
+    cut = float(np.quantile(lead, 0.6))
+    settings = RunSettings(data="toy", seeds=2, train_pt_max=cut)
+    split = prepare_split(toy, settings)
+    assert (lead[split.train] < cut).all() and (lead[split.val] < cut).all()
+    assert (lead[split.test] >= cut).any()
+    res = run_training(small("invariant", epochs=2), toy, settings, tmp_path / "run")
+    ex = res["fractions"][0]["extrapolation"]
+    assert ex["pt_max"] == cut
+    sides = [b["side"] for b in ex["bins"]]
+    assert sides.count("below") >= 1 and sides.count("above") >= 1
+    assert sum(b["n"] for b in ex["bins"]) == res["fractions"][0]["n_test"]
+    assert all(b["hi"] <= cut for b in ex["bins"] if b["side"] == "below")
+    assert ex["below"]["auc"]["n"] == 2 and ex["above"]["n"] == int((lead[split.test] >= cut).sum())
+    from symfw.core.plots import write_plots
+
+    written = {p.name for p in write_plots([res], tmp_path)}
+    assert "extrapolation.png" in written
+
+
+def test_a_cut_below_every_event_is_a_clear_error(toy):
+    with pytest.raises(DataError, match="train-pt-max"):
+        prepare_split(toy, RunSettings(data="toy", train_pt_max=1e-3))
+
+
+def test_learned_weight_curve_comes_from_the_models_combiner():
+    model = symfw.build_model(symfw.load_spec("hybrid")).eval()
+    data = toy_events(400)
+    t = data.tensors()
+    curve = general_weight_curve([model], t["p4"], t["mask"], bins=5)
+    # replace the combiner's weight by a known function of the context (leading pT)
+    model.combiner.weight = lambda ctx: torch.sigmoid((ctx[:, 0] - 40.0) / 10.0)
+    known = general_weight_curve([model], t["p4"], t["mask"], bins=5)
+    pt = leading_pt(data)
+    edges = np.asarray(known["pt_edges"])
+    which = np.clip(np.searchsorted(edges, pt, side="right") - 1, 0, len(edges) - 2)
+    expected = [float((1 / (1 + np.exp(-(pt[which == b] - 40) / 10))).mean()) for b in range(len(edges) - 1)]
+    np.testing.assert_allclose(known["mean"], expected, rtol=1e-5)
+    assert known["mean"] != curve["mean"]
+    assert sum(known["n"]) == 400
+    assert general_weight_curve([symfw.build_model(symfw.load_spec("pfn"))], t["p4"], t["mask"]) is None
+
+
+def test_trained_hybrid_curve_matches_its_saved_members(tmp_path):
+    data = toy_events(400)
+    res = run_training(small("hybrid", epochs=1), data, RunSettings(data="toy", seeds=2), tmp_path / "h")
+    saved = res["fractions"][0]["general_weight"]
+    models = load_members(tmp_path / "h")
+    split = prepare_split(data, RunSettings(data="toy"))
+    t = data.subset(split.test).tensors()
+    again = general_weight_curve(models, t["p4"], t["mask"])
+    np.testing.assert_allclose(again["mean"], saved["mean"], rtol=1e-5)
+    assert len(saved["per_member"]) == 2 and all(0 <= w <= 1 for w in saved["mean"])
+
+
+def test_lambda_warmup_ramps_linearly():
+    from symfw.core.spec import PenaltyRef
+
+    ref = PenaltyRef(name="x", lam=2.0, warmup_epochs=4)
+    assert [lam_at(ref, e) for e in range(6)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
+    assert lam_at(PenaltyRef(name="x", lam=0.3), 0) == 0.3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"seeds": 0}, "--seeds must be >= 1"),
+        ({"fractions": (0.0,)}, "in \\(0, 1\\]"),
+        ({"fractions": (1.5,)}, "in \\(0, 1\\]"),
+        ({"train_pt_max": -1.0}, "train-pt-max"),
+    ],
+)
+def test_bad_settings_are_usage_errors(kwargs, message):
+    with pytest.raises(UsageError, match=message):
+        RunSettings(data="toy", **kwargs)
+
+
+def test_device_names():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(UsageError, match="cpu, cuda or auto"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_overrides_are_validated():
+    spec = with_training_overrides(symfw.load_spec("pfn"), epochs=7, lr=3e-4)
+    assert (spec.training.epochs, spec.training.lr, spec.training.batch_size) == (7, 3e-4, 128)
+    with pytest.raises(UsageError, match="--epochs"):
+        with_training_overrides(spec, epochs=0)
+    assert math.isclose(spec.training.weight_decay, 0.01)
