@@ -1,0 +1,218 @@
+"""Event files: every bad file is refused with one clear line (API and CLI, exit code 2); splits."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from symfw.core.data import EventData, load_events, make_split, resolve_data, save_events
+from symfw.core.errors import DataError
+
+N = 10
+
+
+def good(n=N, n_particles=2, seed=0):
+    """Valid arrays: massless particles, alternating labels."""
+    rng = np.random.default_rng(seed)
+    p3 = rng.normal(0, 30, (n, n_particles, 3))
+    p4 = np.concatenate([np.linalg.norm(p3, axis=-1, keepdims=True), p3], -1)
+    return {"p4": p4, "label": np.arange(n) % 2}
+
+
+def with_(**changes):
+    arrays = good()
+    for key, value in changes.items():
+        if value is None:
+            arrays.pop(key)
+        else:
+            arrays[key] = value(arrays) if callable(value) else value
+    return arrays
+
+
+def set_at(key, index, value, dtype=None):
+    def change(arrays):
+        out = np.array(arrays[key], dtype=dtype)
+        out[index] = value
+        return out
+
+    return change
+
+
+# (case, arrays, message after "<path>: ")
+BAD_ARRAYS = [
+    ("missing p4", with_(p4=None), "missing array 'p4' (found: label)"),
+    ("missing label", with_(label=None), "missing array 'label' (found: p4)"),
+    ("p4 not 3-d", with_(p4=np.ones((N, 8))), "p4: expected shape (n_events, n_particles, 4), got (10, 8)"),
+    ("p4 not 4 components", with_(p4=np.ones((N, 2, 3))), "p4: expected shape (n_events, n_particles, 4), got (10, 2, 3)"),
+    ("p4 of strings", with_(p4=np.full((N, 2, 4), "a")), "p4: expected a numeric array, got dtype <U1"),
+    ("p4 NaN", with_(p4=set_at("p4", (3, 1, 2), np.nan)), "p4: contains NaN or inf (first in event 3)"),
+    ("p4 inf", with_(p4=set_at("p4", (5, 0, 0), np.inf)), "p4: contains NaN or inf (first in event 5)"),
+    ("negative energy", with_(p4=set_at("p4", (2, 1, 0), -1.0)), "p4: negative energy (first in event 2)"),
+    ("label not 0/1", with_(label=set_at("label", 4, 2)), "label: values must be 0 (background) or 1 (signal), found [2]"),
+    ("label fractional", with_(label=set_at("label", 4, 0.5, float)), "label: values must be 0 (background) or 1 (signal), found [0.5]"),
+    ("label NaN", with_(label=set_at("label", 4, np.nan, float)), "label: contains NaN or inf"),
+    ("label of strings", with_(label=np.array(["s", "b"] * 5)), "label: expected integers 0/1, got dtype <U1"),
+    ("label wrong length", with_(label=np.arange(N - 1) % 2), "label: expected shape (10,), got (9,)"),
+    ("single class", with_(label=np.ones(N, int)), "label: only one class present (1); need signal and background"),
+    ("mask shape", with_(mask=np.ones((N, 3), bool)), "mask: expected shape (10, 2) to match p4, got (10, 3)"),
+    ("mask not boolean", with_(mask=np.full((N, 2), 2)), "mask: expected booleans, got dtype int64"),
+    ("mask empty event", with_(mask=np.arange(N)[:, None].repeat(2, 1) != 4), "mask: event 4 has no particles"),
+    ("weight shape", with_(weight=np.ones(N + 1)), "weight: expected shape (10,), got (11,)"),
+    ("weight NaN", with_(weight=np.where(np.arange(N) == 1, np.nan, 1.0)), "weight: contains NaN or inf"),
+    ("weight negative", with_(weight=np.where(np.arange(N) == 1, -1.0, 1.0)), "weight: negative weights are not supported"),
+    ("p4_true shape", with_(p4_true=np.ones((N, 3, 4))), "p4_true: expected shape (10, 2, 4) to match p4, got (10, 3, 4)"),
+    ("no events", {"p4": np.zeros((0, 2, 4)), "label": np.zeros(0, int)}, "no events (p4 has 0 rows)"),
+    ("no arrays", {}, "missing array 'p4' (found: nothing)"),
+]
+
+
+def write_npz(path, arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def put(path, content):
+    """Write bytes (or make a folder when content is None) and return the path."""
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    return path
+
+
+def write_h5(path, arrays):
+    with h5py.File(path, "w") as f:
+        for k, v in arrays.items():
+            f.create_dataset(k, data=v.astype("S") if v.dtype.kind == "U" else v)
+    return path
+
+
+# (case, writer(tmp_path) -> path, message after "<path>: ")
+BAD_FILES = [
+    *[(case, lambda d, a=arrays: write_npz(d / "bad.npz", a), msg) for case, arrays, msg in BAD_ARRAYS],
+    *[
+        (f"{case} (h5)", lambda d, a=arrays: write_h5(d / "bad.h5", a), msg)
+        for case, arrays, msg in BAD_ARRAYS
+        if "strings" not in case
+    ],
+    ("empty file", lambda d: put(d / "empty.npz", b""), "empty file"),
+    ("empty h5 file", lambda d: put(d / "empty.h5", b""), "empty file"),
+    ("corrupt npz", lambda d: put(d / "junk.npz", b"not a zip" * 10), "cannot read as npz: not a zip archive"),
+    ("corrupt h5", lambda d: put(d / "junk.h5", b"not hdf5" * 10), "cannot read as h5: not an HDF5 file"),
+    ("unknown suffix", lambda d: put(d / "events.csv", b"1,2"), "unknown file type '.csv'; use .npz, .h5 or .hdf5"),
+    ("missing file", lambda d: d / "absent.npz", "no such file"),
+    ("directory", lambda d: put(d / "dir.npz", None), "is a directory, expected an .npz or .h5 file"),
+    ("meta not JSON", lambda d: write_npz(d / "meta.npz", {**good(), "meta": np.array("{oops")}), "meta: not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("case, write, message", BAD_FILES, ids=[c for c, _, _ in BAD_FILES])
+def test_bad_file_is_a_data_error_naming_the_file(tmp_path, case, write, message):
+    path = write(tmp_path)
+    with pytest.raises(DataError) as err:
+        load_events(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}: {message}"), text
+    assert "\n" not in text
+
+
+@pytest.mark.parametrize("case, write, message", BAD_FILES, ids=[c for c, _, _ in BAD_FILES])
+def test_bad_file_through_the_cli_is_one_line_and_exit_2(runner, cli, tmp_path, case, write, message):
+    path = write(tmp_path)
+    result = runner.invoke(cli, ["data", "inspect", str(path)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"Error: {path}: {message}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.output and result.stdout == ""
+
+
+# --------------------------------------------------------------------------- good files
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5", ".hdf5"])
+def test_round_trip_keeps_arrays_and_meta(tmp_path, suffix):
+    arrays = good(50)
+    data = EventData(
+        p4=arrays["p4"], label=arrays["label"], mask=np.ones((50, 2), bool), weight=np.linspace(0.5, 2, 50),
+        p4_true=arrays["p4"] * 0.9, meta={"source": "test", "seed": 3, "resolution": 0.1, "skip": [1, 2]},
+    )
+    path = tmp_path / f"events{suffix}"
+    save_events(data, path)
+    back = load_events(path)
+    for key in ("p4", "label", "mask", "weight", "p4_true"):
+        np.testing.assert_array_equal(getattr(back, key), getattr(data, key))
+    assert back.meta["source"] == "test" and back.meta["seed"] == 3 and back.meta["resolution"] == 0.1
+    assert "skip" not in back.meta and back.meta["file"] == str(path)
+    assert back.describe()["content_hash"] == data.describe()["content_hash"]
+
+
+def test_padded_entries_may_hold_anything_and_become_zero(tmp_path):
+    arrays = good()
+    arrays["p4"] = np.concatenate([arrays["p4"], np.full((N, 1, 4), np.nan)], 1)
+    arrays["mask"] = np.tile([True, True, False], (N, 1))
+    arrays["label"] = arrays["label"].astype(bool)
+    data = load_events(write_npz(tmp_path / "padded.npz", arrays))
+    assert data.n_particles == 3 and (data.p4[:, 2] == 0).all() and data.label.dtype == np.int64
+    assert (data.weight == 1).all()
+
+
+def test_resolve_data_reads_files_and_keeps_the_first_events(tmp_path):
+    path = write_npz(tmp_path / "events.npz", good(40))
+    data = resolve_data(path, n_events=12)
+    assert len(data) == 12
+    np.testing.assert_array_equal(data.p4, good(40)["p4"][:12])
+    with pytest.raises(DataError, match="neither a data file nor a dataset; datasets: .*zmumu"):
+        resolve_data("zmumuu")
+
+
+# --------------------------------------------------------------------------- splits
+
+
+@pytest.fixture
+def labels():
+    return (np.random.default_rng(0).random(1003) < 0.3).astype(int)
+
+
+def test_split_is_stratified_disjoint_and_complete(labels):
+    split = make_split(labels, seed=1)
+    parts = (split.train, split.val, split.test)
+    everything = np.concatenate(parts)
+    assert len(everything) == len(labels) == len(np.unique(everything))
+    for part, share in zip(parts, (0.6, 0.2, 0.2)):
+        for cls in (0, 1):
+            expected = share * (labels == cls).sum()
+            assert abs((labels[part] == cls).sum() - expected) <= 1
+    assert 0.2 < labels[split.train[:100]].mean() < 0.4  # classes interleaved, not sorted
+
+
+def test_split_is_seeded(labels):
+    a, b, c = make_split(labels, 1), make_split(labels, 1), make_split(labels, 2)
+    np.testing.assert_array_equal(a.train, b.train)
+    assert a.hash == b.hash != c.hash
+    assert not np.array_equal(a.train, c.train)
+
+
+def test_fraction_takes_the_first_part_of_train_and_keeps_val_and_test(labels):
+    full = make_split(labels, seed=1)
+    part = full.with_fraction(0.25)
+    np.testing.assert_array_equal(part.train, full.train[: round(0.25 * len(full.train))])
+    np.testing.assert_array_equal(part.val, full.val)
+    np.testing.assert_array_equal(part.test, full.test)
+    assert part.hash != full.hash
+    info = part.describe()
+    assert info["seed"] == 1 and info["train_fraction"] == 0.25 and info["indices_hash"] == part.hash
+    assert info["n_train"] == len(part.train) and json.dumps(info)
+    with pytest.raises(DataError, match="fraction must be in"):
+        full.with_fraction(0)
+
+
+@pytest.mark.parametrize("fractions", [(0.5, 0.5), (0.7, 0.2, 0.2), (1.2, -0.1, -0.1)])
+def test_bad_split_fractions(labels, fractions):
+    with pytest.raises(DataError, match="split fractions"):
+        make_split(labels, 0, fractions)
+
+
+def test_split_too_small_is_refused():
+    with pytest.raises(DataError, match="split is empty"):
+        make_split(np.array([0, 1]), 0)
