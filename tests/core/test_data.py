@@ -216,3 +216,18 @@ def test_bad_split_fractions(labels, fractions):
 def test_split_too_small_is_refused():
     with pytest.raises(DataError, match="split is empty"):
         make_split(np.array([0, 1]), 0)
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from symfw.core.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
