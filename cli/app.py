@@ -68,12 +68,13 @@ app = make_app("symfw: build, train and compare networks for approximately respe
 
 
 def _register_commands() -> None:
-    from . import build, compare, data, plugins_cmd, train
+    from . import build, compare, data, diagnose, plugins_cmd, train
 
     app.command("build")(build.build)
     app.command("train")(train.train)
     app.command("compare")(compare.compare)
     app.add_typer(plugins_cmd.app, name="plugins")
+    app.add_typer(diagnose.app, name="diagnose")
     app.add_typer(data.app, name="data")
 
 

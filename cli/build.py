@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from symfw.core.errors import SpecError, UsageError
 from symfw.core.model import build_model
 from symfw.core.spec import Spec, resolve_spec, write_spec
 
@@ -36,6 +37,7 @@ def apply_choices(
     penalties: list[str] | None = None,
     lam: float | None = None,
     name: str | None = None,
+    spurions: list[str] | None = None,
 ) -> dict[str, Any]:
     """Apply ``symfw build`` choices to a spec dict (``"none"`` removes a component)."""
     spec = dict(base)
@@ -66,6 +68,9 @@ def apply_choices(
             spec[key] = _ref(spec.get(key), value)
     if inputs:
         spec["inputs"] = [] if inputs == [NONE] else [{"name": n} for n in inputs]
+    if spurions:  # one spurions transform, last (spurions are never seen by the input method)
+        kept = [r for r in spec.get("inputs", []) if r.get("name") != "spurions"]
+        spec["inputs"] = kept if spurions == [NONE] else [*kept, {"name": "spurions", "options": {"set": spurions}}]
     if penalties:
         if penalties == [NONE]:
             spec["penalties"] = []
@@ -74,6 +79,18 @@ def apply_choices(
     elif lam is not None:
         spec["penalties"] = [{**p, "lam": lam} for p in spec.get("penalties", [])]
     return spec
+
+
+def check_penalties(spec: Spec, reg) -> None:
+    """Construct each penalty with the spec's group, so options naming the group (generators) are checked."""
+    group_cls = reg.get("group", spec.group.name)
+    group = group_cls(group_cls.Options.model_validate(spec.group.options))
+    for i, ref in enumerate(spec.penalties):
+        cls = reg.get("penalty", ref.name)
+        try:
+            cls(cls.Options.model_validate(ref.options), group=group)
+        except UsageError as exc:
+            raise SpecError(f"build: penalties[{i}].options: {exc}") from None
 
 
 def summary_table(spec: Spec) -> Table:
@@ -120,6 +137,9 @@ def build(
     inputs: Annotated[list[str] | None, typer.Option("--inputs", help="Input transform (repeatable), or 'none'.")] = None,
     penalty: Annotated[list[str] | None, typer.Option("--penalty", help="Penalty (repeatable), or 'none'.")] = None,
     lam: Annotated[float | None, typer.Option(help="Weight λ of the penalties.")] = None,
+    spurions: Annotated[
+        str | None, typer.Option("--spurions", help="Spurion sets, comma-separated (beam, time, beam-axis), or 'none'.")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Name of the spec.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the spec here instead of stdout.")] = None,
     registry: RegistryOpt = None,
@@ -143,8 +163,10 @@ def build(
         penalties=penalty,
         lam=lam,
         name=name,
+        spurions=[x.strip() for x in spurions.split(",") if x.strip()] if spurions else None,
     )
     spec = resolve_spec(data, origin="build", registry=reg)
+    check_penalties(spec, reg)
     if not quiet:
         err_console.print(summary_table(spec))
     if out is None:

@@ -1,0 +1,197 @@
+"""``symfw diagnose``: how far trained (or untrained) models are from their spec's symmetry."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich import box
+from rich.table import Table
+
+from symfw.core.errors import UsageError
+
+from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, registry_with
+
+app = make_app("Diagnose models: invariance under the spec's group.")
+
+RUN_MARKER = "run.json"
+
+
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{option}: expected comma-separated numbers, got '{text}'") from None
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+        raise UsageError(f"{option}: expected non-negative finite numbers, got '{text}'")
+    return sorted(set(values))
+
+
+def _expand(targets: list[str]) -> list[str]:
+    """A ``symfw compare`` output folder stands for its runs, in the compared order."""
+    out = []
+    for target in targets:
+        path = Path(target)
+        if path.is_dir() and not (path / RUN_MARKER).is_file() and (path / "compare.json").is_file():
+            names = json.loads((path / "compare.json").read_text()).get("specs", [])
+            runs = [str(path / n) for n in names if (path / n / RUN_MARKER).is_file()]
+            if runs:
+                out.extend(runs)
+                continue
+        out.append(target)
+    return out
+
+
+def _load_target(target: str, *, fraction: float, best: bool, seed: int, reg):
+    """(label, spec, models, run settings or None) for a run directory or a spec/preset."""
+    from symfw.core.model import build_model
+    from symfw.core.spec import load_spec
+
+    path = Path(target)
+    if path.is_dir():
+        if not (path / RUN_MARKER).is_file():
+            raise UsageError(f"{target}: a directory but not a training run (no {RUN_MARKER})")
+        from symfw.core.runs import RunDir
+        from symfw.core.training import load_members
+
+        run = RunDir(path)
+        models = load_members(path, fraction=fraction, best=best, registry=reg)
+        spec = load_spec(path / "spec.toml", registry=reg)
+        return path.name or str(path), spec, models, run.settings()
+    spec = load_spec(target, registry=reg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(spec, reg)
+    return f"{spec.name} (untrained)", spec, [model], None
+
+
+def _events(data: str | None, events: int, seed: int, settings: dict | None, reg):
+    """The events to evaluate on: a run's held-out test split when the run's data is asked for."""
+    from symfw.core.data import resolve_data
+
+    if settings is not None and (data is None or data == settings.get("data")):
+        from symfw.core.training import RunSettings, prepare_split
+
+        run_settings = RunSettings(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in RunSettings.__dataclass_fields__}
+        )
+        full = resolve_data(run_settings.data, n_events=run_settings.events, seed=run_settings.seed, registry=reg)
+        test = prepare_split(full, run_settings).test
+        return full.subset(np.sort(test)[:events]), f"test split of the run's data ({run_settings.data})"
+    if data is None:
+        raise UsageError("--data: required unless the first target is a training run directory")
+    return resolve_data(data, n_events=events, seed=seed, registry=reg), f"{data} (seed {seed})"
+
+
+def _table(c, prob: bool) -> Table:
+    """One model: rows θ (rapidity for K, radians for J), columns generators."""
+    quantity = "|Δ probability|" if prob else "|Δ logit|"
+    table = Table(title=f"{c.label}: mean {quantity} under exp(±θT)", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("θ", justify="right")
+    for r in c.rows:
+        table.add_column(r, justify="right")
+    values = c.dprob if prob else c.dlogit
+    for k, theta in enumerate(c.parameters):
+        if theta > 0:
+            table.add_row(f"{theta:g}", *(f"{values[r][k]:.2g}" for r in c.rows))
+    table.add_row("mean", *(f"{c.mean_over_parameters(r, prob):.2g}" for r in c.rows), style="bold")
+    return table
+
+
+@app.command("invariance")
+def invariance(
+    targets: Annotated[
+        list[str],
+        typer.Argument(help="Run directories, compare folders, or specs (files or preset names).", metavar="RUN_DIR|SPEC..."),
+    ],
+    data: Annotated[
+        str | None, typer.Option("--data", help="Dataset (e.g. zmumu) or .npz/.h5 file; default: a run's own test split.")
+    ] = None,
+    events: Annotated[int, typer.Option("--events", help="Number of events to evaluate on.")] = 5000,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for invariance.json and invariance.png.")] = None,
+    parameters: Annotated[
+        str, typer.Option("--rapidities", help="Comma-separated grid of θ (rapidity for boosts, radians for rotations).")
+    ] = "0,0.25,0.5,0.75,1,1.5,2",
+    generators: Annotated[
+        str | None, typer.Option("--generators", help="Comma-separated generator names (default: all of the group's).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated events, the group elements and untrained models.")] = 12345,
+    fraction: Annotated[float, typer.Option("--fraction", help="Training fraction of a run to load.")] = 1.0,
+    best: Annotated[bool, typer.Option("--best", help="Load a run's best-validation members instead of the final ones.")] = False,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Mean |Δf| and |Δ probability| vs boost rapidity per generator, as a table and a PNG (SEAL Fig. 2).
+
+    A target is a training run directory, a `symfw compare` output folder (its runs, in order),
+    a spec file or a preset name (built untrained).
+
+    Each event is moved by exp(±θT) for each generator T of the first target's group (and by a
+    boost along a random direction); models run in float64, eval mode. Several targets are
+    evaluated on the same events and the same group elements; the first is the reference of
+    the ratios. Example: symfw diagnose invariance runs/pfn runs/pfn-seal --out diag/
+    """
+    from symfw.core.diagnostics import diagnostic_directions, invariance_curves, plot_invariance, summary_ratios
+    from symfw.core.io import atomic_write_json
+
+    if events < 1:
+        raise UsageError(f"--events must be >= 1, got {events}")
+    grid = _floats(parameters, "--rapidities")
+    names = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
+    reg = registry_with(registry)
+    loaded = [_load_target(t, fraction=fraction, best=best, seed=seed, reg=reg) for t in _expand(targets)]
+    group = loaded[0][2][0].group
+    n_rows = len(diagnostic_directions(group, names))  # unknown names: UsageError listing the known ones
+    sample, where = _events(data, events, seed, loaded[0][3], reg)
+    tensors = sample.tensors(dtype=torch.float64)
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console, disable=quiet)
+    curves = []
+    with progress:
+        for label, spec, models, _ in loaded:
+            fns = [m.double().eval() for m in models]
+            task = progress.add_task(f"{label}", total=n_rows * len(grid))
+            curves.append(
+                invariance_curves(
+                    fns,
+                    group,
+                    tensors["p4"],
+                    tensors["mask"],
+                    weight=tensors["weight"],
+                    parameters=grid,
+                    generators=names,
+                    label=label,
+                    seed=seed,
+                    progress=lambda: progress.advance(task),
+                )
+            )
+    ratios = summary_ratios(curves) if len(curves) > 1 else {}
+    payload = {
+        "events": where,
+        "n_events": len(sample),
+        "models": [c.to_dict() for c in curves],
+        "ratios_dlogit": ratios,
+        "ratios_dprob": summary_ratios(curves, prob=True) if len(curves) > 1 else {},
+    }
+    if out is not None:
+        atomic_write_json(out / "invariance.json", payload)
+        plot_invariance(curves, out / "invariance.png")
+    if json_:
+        typer.echo(json.dumps(payload, indent=2))
+    else:
+        out_console.print(f"{len(sample):,} events: {where}")
+        for prob in (False, True):
+            for c in curves:
+                out_console.print(_table(c, prob))
+        for label, per_row in ratios.items():
+            text = ", ".join(f"{r} {v:.3g}×" for r, v in per_row.items())
+            out_console.print(f"|Δ logit| of {curves[0].label} / {label} (mean over θ>0): {text}")
+    if out is not None and not quiet:
+        err_console.print(f"wrote {out / 'invariance.json'} and {out / 'invariance.png'}")

@@ -1,0 +1,218 @@
+"""Invariance diagnostics: how far a model's output moves under group elements of growing size.
+
+For each generator T of the group (and, when the group has two or more boost generators, a
+boost along a random direction n̂ of their span, as in SEAL's Fig. 2) and each parameter θ of a
+grid (rapidity for boosts, radians for rotations), every event is moved by Λ = exp(±θ T) (the
+sign drawn per event) and we record the weighted means over events of
+
+    |Δf| = |f(Λx) − f(x)|   (logit)        and        |Δp| = |σ(f(Λx)) − σ(f(x))|   (probability)
+
+Models are evaluated in float64 and eval mode; only real particles move. For an ensemble the
+curves are averaged over members (the spread is kept as a standard deviation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .interfaces import SymmetryGroup
+from .io import atomic_write
+
+RANDOM_BOOST = "K·n̂"
+DEFAULT_PARAMETERS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0)
+
+
+@dataclass
+class InvarianceCurves:
+    """Mean |Δf| and |Δp| per row (generator) and parameter, averaged over ensemble members."""
+
+    label: str
+    group: str
+    parameters: list[float]
+    dlogit: dict[str, list[float]]
+    dprob: dict[str, list[float]]
+    dlogit_std: dict[str, list[float]] = field(default_factory=dict)
+    dprob_std: dict[str, list[float]] = field(default_factory=dict)
+    n_events: int = 0
+    n_members: int = 1
+
+    @property
+    def rows(self) -> list[str]:
+        return list(self.dlogit)
+
+    def mean_over_parameters(self, row: str, prob: bool = False) -> float:
+        """Mean over the non-zero parameters of the grid (the summary used for ratios)."""
+        values = (self.dprob if prob else self.dlogit)[row]
+        picked = [v for t, v in zip(self.parameters, values) if t > 0]
+        return float(np.mean(picked)) if picked else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "label": self.label,
+            "group": self.group,
+            "parameters": self.parameters,
+            "n_events": self.n_events,
+            "n_members": self.n_members,
+            "dlogit": self.dlogit,
+            "dprob": self.dprob,
+            "dlogit_std": self.dlogit_std,
+            "dprob_std": self.dprob_std,
+            "summary": {
+                row: {"dlogit": self.mean_over_parameters(row), "dprob": self.mean_over_parameters(row, True)}
+                for row in self.rows
+            },
+        }
+
+
+def _is_compact(t: torch.Tensor) -> bool:
+    return bool(torch.allclose(t, -t.T))
+
+
+def diagnostic_directions(group: SymmetryGroup, generators: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """Row name → unit Lie-algebra element (4, 4), or (for the random boost) the boost basis (k, 4, 4)."""
+    names = list(group.generator_names) if generators is None else list(generators)
+    gens = group.generators(dtype=torch.float64)
+    rows = {name: gens[group.generator_index(name)] for name in names}
+    boosts = [g for g in rows.values() if not _is_compact(g)]
+    if len(boosts) >= 2:
+        rows[RANDOM_BOOST] = torch.stack(boosts)
+    return rows
+
+
+def _algebra(direction: torch.Tensor, n: int, theta: float, rng: torch.Generator) -> torch.Tensor:
+    """(n, 4, 4) algebra elements ±θ·T, or θ·n̂·K with n̂ uniform on the sphere of the boost basis."""
+    if direction.dim() == 2:
+        sign = torch.randint(0, 2, (n, 1, 1), generator=rng, dtype=torch.float64) * 2 - 1
+        return theta * sign * direction
+    coef = torch.randn(n, direction.shape[0], generator=rng, dtype=torch.float64)
+    coef = coef / coef.norm(dim=1, keepdim=True)
+    return theta * torch.einsum("na,aij->nij", coef, direction)
+
+
+@torch.no_grad()
+def invariance_curves(
+    models: Sequence[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
+    group: SymmetryGroup,
+    p4: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    parameters: Sequence[float] = DEFAULT_PARAMETERS,
+    generators: Sequence[str] | None = None,
+    label: str = "",
+    seed: int = 0,
+    chunk: int = 8192,
+    progress: Callable[[], None] | None = None,
+) -> InvarianceCurves:
+    """Mean |Δf| and |Δp| for each model (callables (p4, mask) → logits, already float64/eval).
+
+    The same group elements are used for every model. ``progress`` is called once per
+    (row, parameter).
+    """
+    p4 = p4.to(torch.float64)
+    n = p4.shape[0]
+    w = torch.ones(n, dtype=torch.float64) if weight is None else weight.to(torch.float64)
+    w = w / w.sum()
+    rows = diagnostic_directions(group, generators)
+
+    def evaluate(fn, x):
+        return torch.cat([fn(x[i : i + chunk], mask[i : i + chunk]).to(torch.float64) for i in range(0, n, chunk)])
+
+    refs = [evaluate(fn, p4) for fn in models]
+    shape = (len(models), len(rows), len(parameters))
+    dlogit, dprob = np.zeros(shape), np.zeros(shape)
+    rng = torch.Generator().manual_seed(seed)
+    for r, direction in enumerate(rows.values()):
+        for k, theta in enumerate(parameters):
+            elements = torch.linalg.matrix_exp(_algebra(direction, n, float(theta), rng))
+            moved = torch.where(mask.unsqueeze(-1), torch.einsum("bij,bnj->bni", elements, p4), p4)
+            for m, fn in enumerate(models):
+                out = evaluate(fn, moved)
+                dlogit[m, r, k] = float((w * (out - refs[m]).abs()).sum())
+                dprob[m, r, k] = float((w * (torch.sigmoid(out) - torch.sigmoid(refs[m])).abs()).sum())
+            if progress is not None:
+                progress()
+
+    def per_row(a: np.ndarray) -> dict[str, list[float]]:
+        return {name: [float(v) for v in a[r]] for r, name in enumerate(rows)}
+
+    return InvarianceCurves(
+        label=label,
+        group=group.name,
+        parameters=[float(t) for t in parameters],
+        dlogit=per_row(dlogit.mean(0)),
+        dprob=per_row(dprob.mean(0)),
+        dlogit_std=per_row(dlogit.std(0)),
+        dprob_std=per_row(dprob.std(0)),
+        n_events=n,
+        n_members=len(models),
+    )
+
+
+# --------------------------------------------------------------------------- the figure
+
+_STYLES = ["-", "--", ":", "-."]
+
+
+def plot_invariance(curves: Sequence[InvarianceCurves], path: str | Path) -> None:
+    """SEAL Fig. 2 style: mean |Δlogit| (left) and |Δp| (right) vs θ; colour = generator, line = model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    rows = list(dict.fromkeys(r for c in curves for r in c.rows))
+    colours = {r: plt.get_cmap("tab10")(i % 10) for i, r in enumerate(rows)}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), constrained_layout=True)
+    for ax, key, ylabel in (
+        (axes[0], "dlogit", "mean |Δ logit|"),
+        (axes[1], "dprob", "mean |Δ probability|"),
+    ):
+        for m, c in enumerate(curves):
+            values, spread = getattr(c, key), getattr(c, f"{key}_std")
+            x = np.asarray(c.parameters)
+            keep = x > 0  # log axis: θ = 0 is the identity
+            for r in c.rows:
+                y = np.asarray(values[r])
+                ax.plot(x[keep], y[keep], _STYLES[m % len(_STYLES)], color=colours[r], marker="o", ms=3)
+                if c.n_members > 1 and r in spread:
+                    s = np.asarray(spread[r])
+                    ax.fill_between(x[keep], (y - s)[keep], (y + s)[keep], color=colours[r], alpha=0.12, lw=0)
+        ax.set_yscale("log")
+        ax.set_xlabel("θ: rapidity for boosts K, angle in rad for rotations J")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.25)
+    handles = [Line2D([], [], color=colours[r], marker="o", ms=3, label=r) for r in rows]
+    axes[0].legend(handles=handles, title="generator", fontsize=8, loc="lower right")
+    if len(curves) > 1 or curves[0].label:
+        model_handles = [
+            Line2D([], [], color="k", ls=_STYLES[m % len(_STYLES)], label=f"{c.label} ({c.n_members} member{'s' * (c.n_members > 1)})")
+            for m, c in enumerate(curves)
+        ]
+        axes[1].legend(handles=model_handles, title="model", fontsize=8, loc="lower right")
+    group = ", ".join(sorted({c.group for c in curves}))
+    fig.suptitle(f"Output change under group elements exp(θT) of {group}, {curves[0].n_events:,} events")
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=150, format="png"))
+    plt.close(fig)
+
+
+def summary_ratios(curves: Sequence[InvarianceCurves], prob: bool = False) -> dict[str, dict[str, float]]:
+    """For each model after the first: per row, (first model's mean |Δ|) / (this model's mean |Δ|)."""
+    out: dict[str, dict[str, float]] = {}
+    first = curves[0]
+    for c in curves[1:]:
+        ratios = {}
+        for row in c.rows:
+            if row in first.dlogit:
+                mine = c.mean_over_parameters(row, prob)
+                ratios[row] = first.mean_over_parameters(row, prob) / mine if mine > 0 else math.inf
+        out[c.label] = ratios
+    return out

@@ -1,0 +1,120 @@
+"""A small PELICAN-style encoder (Bogatskiy et al. 2022): permutation-equivariant layers on d_ij.
+
+    x⁰_ij = [ sgn(d_ij) log(1 + |d_ij|), ℓ_i, ℓ_j, δ_ij ],        d_ij = p_i·p_j (Minkowski)
+    xˡ⁺¹_ij = ReLU( W · A(xˡ)_ij ),     A = the 2→2 aggregations below, masked means over real entries
+    latent = W_out · [ mean_ij x_ij, mean_i x_ii ]                (2→0 readout)
+
+A(x)_ij stacks x_ij, x_ji, the row and column means of i and of j, the diagonal entries x_ii and
+x_jj, the mean of the diagonal and the mean of all entries: each is equivariant under permuting
+the particles, so the latent is permutation invariant. ℓ are the label channels (spurion
+one-hots): particles and spurions enter together, told apart only by their labels. The input
+is d_ij and the labels alone, so without spurions the encoder is exactly Lorentz invariant;
+with spurions it is invariant under the subgroup fixing them. d_ij is computed in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from symfw.core import kinematics
+from symfw.core.hookspecs import hookimpl
+from symfw.core.interfaces import Encoder, Options, Particles
+
+N_AGGREGATIONS = 10
+
+
+def _masked_mean(x: torch.Tensor, weight: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """Mean of x (B, …, F) over ``dims`` with weights (B, …, 1) (1 for real entries, 0 else)."""
+    return (x * weight).sum(dims, keepdim=True) / weight.sum(dims, keepdim=True).clamp_min(1.0)
+
+
+def aggregate_2to2(x: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
+    """(B, N, N, F) → (B, N, N, 10·F): the permutation-equivariant aggregations of x."""
+    pair = node[:, :, None, :] * node[:, None, :, :]  # (B, N, N, 1)
+    x = x * pair
+    diag = torch.diagonal(x, dim1=1, dim2=2).movedim(-1, 1)  # (B, N, F)
+    row = _masked_mean(x, pair, (2,))  # (B, N, 1, F): mean_k x_ik
+    col = _masked_mean(x, pair, (1,))  # (B, 1, N, F): mean_k x_kj
+    row_t, col_t = row.transpose(1, 2), col.transpose(1, 2)
+    full = _masked_mean(x, pair, (1, 2))
+    trace = _masked_mean(diag, node, (1,)).unsqueeze(1)
+    parts = [
+        x,
+        x.transpose(1, 2),
+        row.expand_as(x),  # mean_k x_ik
+        col.expand_as(x),  # mean_k x_kj
+        row_t.expand_as(x),  # mean_k x_jk
+        col_t.expand_as(x),  # mean_k x_ki
+        diag[:, :, None, :].expand_as(x),  # x_ii
+        diag[:, None, :, :].expand_as(x),  # x_jj
+        trace.expand_as(x),
+        full.expand_as(x),
+    ]
+    return torch.cat(parts, -1) * pair
+
+
+class EquivariantLayers(nn.Module):
+    """2→2 layers: Linear on the aggregations, then ReLU (``hidden_sizes`` counts the neurons)."""
+
+    def __init__(self, in_features: int, hidden: list[int]):
+        super().__init__()
+        self.hidden_sizes = list(hidden)
+        widths = [in_features, *hidden]
+        self.linears = nn.ModuleList(nn.Linear(N_AGGREGATIONS * a, b) for a, b in zip(widths, widths[1:]))
+
+    def forward(self, x: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
+        for linear in self.linears:
+            x = torch.relu(linear(aggregate_2to2(x, node)))
+        return x
+
+
+class Pelican(Encoder):
+    """PELICAN-style: equivariant 2→2 layers on pairwise Minkowski products d_ij (+ spurion labels)."""
+
+    name = "pelican"
+    consumes = "particles"
+
+    class Options(Options):
+        hidden: list[int] = Field(default_factory=lambda: [32, 32], description="Widths of the 2→2 layers.")
+        float64: bool = Field(True, description="Compute d_ij in double precision.")
+
+        @field_validator("hidden")
+        @classmethod
+        def _positive(cls, v: list[int]) -> list[int]:
+            if not v or any(x < 1 for x in v):
+                raise ValueError("need at least one layer, sizes >= 1")
+            return v
+
+    def __init__(self, options, in_features, latent_dim):
+        super().__init__(options, in_features, latent_dim)
+        n_labels = in_features - 4
+        self.layers = EquivariantLayers(1 + 2 * n_labels + 1, options.hidden)
+        self.readout = nn.Linear(2 * options.hidden[-1], latent_dim)
+
+    def pair_features(self, particles: Particles) -> torch.Tensor:
+        p4 = particles.p4
+        work = p4.to(torch.float64) if self.options.float64 else p4
+        d = kinematics.pairwise_mdot(work)
+        d = (torch.sign(d) * torch.log1p(d.abs())).to(self.readout.weight.dtype)
+        labels = particles.channels.to(d.dtype)
+        n = d.shape[1]
+        eye = torch.eye(n, dtype=d.dtype, device=d.device).expand_as(d)
+        return torch.cat(
+            [d[..., None], labels[:, :, None, :].expand(-1, -1, n, -1), labels[:, None, :, :].expand(-1, n, -1, -1), eye[..., None]],
+            -1,
+        )
+
+    def forward(self, particles: Particles) -> torch.Tensor:
+        node = particles.mask.unsqueeze(-1).to(self.readout.weight.dtype)  # (B, N, 1)
+        x = self.layers(self.pair_features(particles), node)
+        pair = node[:, :, None, :] * node[:, None, :, :]
+        diag = torch.diagonal(x, dim1=1, dim2=2).movedim(-1, 1)
+        pooled = torch.cat([_masked_mean(x, pair, (1, 2)).flatten(1), _masked_mean(diag, node, (1,)).flatten(1)], -1)
+        return self.readout(pooled)
+
+
+@hookimpl
+def register_encoders(register):
+    register(Pelican)

@@ -1,0 +1,95 @@
+"""Invariance diagnostics: |Δf| per generator against analytic values, invariant models, the figure."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import random_events
+
+import symfw
+from symfw.core.diagnostics import RANDOM_BOOST, diagnostic_directions, invariance_curves, plot_invariance, summary_ratios
+from symfw.core.errors import UsageError
+from symfw.plugins.lorentz_groups import BoostZ, Lorentz
+
+
+def transverse_events(n=200):
+    """Massless particles with pz = 0, so that a z-boost by ±θ changes E by the factor cosh θ."""
+    p4 = random_events(n, 2, seed=5)
+    p4[..., 3] = 0
+    p4[..., 0] = p4[..., 1:3].norm(dim=-1)
+    return p4, torch.ones(n, 2, dtype=torch.bool)
+
+
+def test_delta_f_matches_the_analytic_change_of_the_energy_sum():
+    p4, mask = transverse_events()
+    energy = lambda x, m: (x[..., 0] * m).sum(-1) / 100  # noqa: E731
+    grid = [0.0, 0.5, 1.0, 2.0]
+    curves = invariance_curves([energy], Lorentz(), p4, mask, parameters=grid)
+    total = energy(p4, mask)
+    for k, theta in enumerate(grid):
+        assert curves.dlogit["Kz"][k] == pytest.approx(float(total.mean()) * (math.cosh(theta) - 1), rel=1e-10)
+        assert curves.dlogit["Jz"][k] < 1e-12  # energy is rotation invariant
+        assert curves.dlogit["Jx"][k] < 1e-12
+    assert curves.dlogit["Kx"][1] > 0 and curves.dlogit["Kx"][0] == 0
+    sig = torch.sigmoid
+    expected = (sig(total * math.cosh(1.0)) - sig(total)).abs().mean()
+    assert curves.dprob["Kz"][2] == pytest.approx(float(expected), rel=1e-10)
+
+
+def test_weights_define_the_average():
+    p4, mask = transverse_events(100)
+    energy = lambda x, m: (x[..., 0] * m).sum(-1)  # noqa: E731
+    w = torch.zeros(100, dtype=torch.float64)
+    w[:7] = 3.0
+    curves = invariance_curves([energy], BoostZ(), p4, mask, weight=w, parameters=[1.0])
+    expected = float(energy(p4[:7], mask[:7]).mean()) * (math.cosh(1.0) - 1)
+    assert curves.dlogit["Kz"][0] == pytest.approx(expected, rel=1e-10)
+
+
+def test_invariant_model_has_zero_change_and_a_general_one_does_not():
+    torch.manual_seed(0)
+    invariant = symfw.build_model(symfw.load_spec("invariant")).double().eval()
+    general = symfw.build_model(symfw.load_spec("pfn")).double().eval()
+    p4 = random_events(300, 2, seed=2)
+    mask = torch.ones(300, 2, dtype=torch.bool)
+    grid = [0.0, 0.5, 1.5]
+    inv = invariance_curves([invariant], Lorentz(), p4, mask, parameters=grid, label="inv")
+    gen = invariance_curves([general], Lorentz(), p4, mask, parameters=grid, label="gen")
+    assert inv.rows == ["Kx", "Ky", "Kz", "Jx", "Jy", "Jz", RANDOM_BOOST]
+    scale = float(invariant(p4, mask).abs().mean())
+    assert max(max(v) for v in inv.dlogit.values()) < 1e-9 * scale
+    assert min(gen.dlogit[r][2] for r in gen.rows) > 1e-4
+    assert gen.dlogit["Kx"][2] > gen.dlogit["Kx"][1]  # grows with the rapidity
+    ratios = summary_ratios([gen, inv])
+    assert set(ratios) == {"inv"} and min(ratios["inv"].values()) > 1e5
+
+
+def test_ensembles_average_members_and_keep_their_spread():
+    p4, mask = transverse_events(50)
+    a = lambda x, m: x[..., 0].sum(-1)  # noqa: E731
+    b = lambda x, m: 3 * x[..., 0].sum(-1)  # noqa: E731
+    both = invariance_curves([a, b], BoostZ(), p4, mask, parameters=[1.0])
+    one = invariance_curves([a], BoostZ(), p4, mask, parameters=[1.0])
+    assert both.n_members == 2
+    assert both.dlogit["Kz"][0] == pytest.approx(2 * one.dlogit["Kz"][0])
+    assert both.dlogit_std["Kz"][0] == pytest.approx(one.dlogit["Kz"][0])
+
+
+def test_directions_and_unknown_generators():
+    rows = diagnostic_directions(Lorentz(), ["Kx", "Kz"])
+    assert list(rows) == ["Kx", "Kz", RANDOM_BOOST] and rows[RANDOM_BOOST].shape == (2, 4, 4)
+    assert list(diagnostic_directions(BoostZ())) == ["Kz"]  # one boost: no random direction
+    with pytest.raises(UsageError, match="no generator 'Kw'"):
+        diagnostic_directions(Lorentz(), ["Kw"])
+
+
+def test_the_figure_is_a_png(tmp_path):
+    p4, mask = transverse_events(40)
+    fns = [lambda x, m: x[..., 0].sum(-1) / 50, lambda x, m: x[..., 1].sum(-1) / 50]
+    curves = [invariance_curves([f], Lorentz(), p4, mask, parameters=[0, 0.5, 1], label=f"m{i}") for i, f in enumerate(fns)]
+    path = tmp_path / "inv.png"
+    plot_invariance(curves, path)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    assert np.isfinite(curves[1].mean_over_parameters("Kx"))

@@ -1,0 +1,216 @@
+"""Spurions, the input method and the PELICAN-style encoder: labels, exact residual symmetries."""
+
+import itertools
+
+import pytest
+import torch
+from conftest import random_events
+
+import symfw
+from symfw.core.interfaces import MatrixLieGroup, Particles, lorentz_generator
+from symfw.core.invariance import assert_invariant, assert_not_invariant
+from symfw.plugins.input_method import InputMethod
+from symfw.plugins.lorentz_groups import Lorentz
+from symfw.plugins.spurions import SPURIONS, UNBROKEN, Spurions, unbroken_generators
+
+LORENTZ_NAMES = ("Kx", "Ky", "Kz", "Jx", "Jy", "Jz")
+SETS = [["beam"], ["time"], ["beam-axis"], ["time", "beam-axis"], ["beam", "time"], ["beam", "beam-axis"]]
+
+
+def spurions(*names):
+    return Spurions(Spurions.Options(set=list(names)))
+
+
+def model_with(spurion_set, preset="pelican-spurions", dtype=torch.float64):
+    spec = symfw.load_spec(preset).model_copy(deep=True)
+    spec.inputs[0].options["set"] = list(spurion_set)
+    torch.manual_seed(0)
+    return symfw.build_model(spec).to(dtype).eval()
+
+
+# --------------------------------------------------------------------------- the transform
+
+
+def test_spurions_are_appended_with_one_hot_labels():
+    p4 = random_events(3, 2)
+    mask = torch.tensor([[True, True], [True, False], [True, True]])
+    extra = torch.full((3, 2, 1), 7.0, dtype=torch.float64)  # a channel from an earlier transform
+    t = spurions("beam", "time")
+    out = t(Particles(p4 * mask.unsqueeze(-1), mask, extra, p4.new_zeros(3, 0)))
+    assert t.labels == ["particle", "beam+", "beam-", "time"]
+    assert out.p4.shape == (3, 5, 4) and out.mask[:, 2:].all()
+    expected = torch.tensor([[1, 0, 0, 1], [1, 0, 0, -1], [1, 0, 0, 0]], dtype=torch.float64)
+    torch.testing.assert_close(out.p4[:, 2:], expected.expand(3, 3, 4))
+    torch.testing.assert_close(out.p4[:, :2], p4 * mask.unsqueeze(-1))
+    # channels: the earlier one, then one-hot [particle, beam+, beam-, time]
+    assert out.channels.shape == (3, 5, 5)
+    torch.testing.assert_close(out.channels[0, 0], torch.tensor([7.0, 1, 0, 0, 0], dtype=torch.float64))
+    torch.testing.assert_close(out.channels[1, 1], torch.tensor([7.0, 0, 0, 0, 0], dtype=torch.float64))  # padding
+    torch.testing.assert_close(out.channels[2, 2:], torch.cat([torch.zeros(3, 2), torch.eye(3)], 1).double())
+    # exactly one label per real entry (particle or spurion), none for padding
+    torch.testing.assert_close(out.channels[:, :, 1:].sum(-1), out.mask.double())
+    assert not out.mask[1, 1]
+
+
+def test_bad_spurion_sets_are_refused(runner, cli):
+    from pydantic import ValidationError
+
+    for bad in ([], ["beam", "beam"], ["beams"]):
+        with pytest.raises(ValidationError):
+            Spurions.Options(set=bad)
+    result = runner.invoke(cli, ["build", "--spurions", "beam,beam"])
+    assert result.exit_code == 2 and "inputs[0].options.set: Value error, each spurion set may appear once" in result.stderr
+
+
+def test_build_spurions_option_writes_the_inputs(runner, cli, tmp_path):
+    out = tmp_path / "s.toml"
+    result = runner.invoke(cli, ["build", "--preset", "invariant-input", "--spurions", "beam,time", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    spec = symfw.load_spec(out)
+    assert [(r.name, r.options) for r in spec.inputs] == [
+        ("input", {"quantities": ["E", "pz"]}),
+        ("spurions", {"set": ["beam", "time"]}),
+    ]
+    result = runner.invoke(cli, ["build", "--preset", "invariant-spurions", "--spurions", "none", "-q"])
+    assert result.exit_code == 0 and 'name = "spurions"' not in result.stdout
+
+
+# --------------------------------------------------------------------------- which symmetry survives
+
+
+@pytest.mark.parametrize("spurion_set", SETS, ids=lambda s: "+".join(s))
+def test_the_documented_unbroken_generators_are_the_stabiliser_of_the_spurions(spurion_set):
+    # independent of the table: solve T s = 0 for T in so(1,3) (T = Σ c_a T_a) by SVD
+    vectors = torch.tensor([v for s in spurion_set for _, v in SPURIONS[s]], dtype=torch.float64)
+    basis = torch.stack([lorentz_generator(n) for n in LORENTZ_NAMES])  # (6, 4, 4)
+    system = torch.einsum("aij,kj->kia", basis, vectors).reshape(-1, 6)  # rows: components of T s_k
+    _, sv, vh = torch.linalg.svd(system)
+    rank = int((sv > 1e-10).sum())
+    null = vh[rank:]  # the stabiliser algebra, as coefficient vectors
+    expected = torch.stack([torch.eye(6, dtype=torch.float64)[LORENTZ_NAMES.index(n)] for n in unbroken_generators(spurion_set)])
+    assert null.shape[0] == expected.shape[0]
+    # same subspace: projecting the expected basis onto the null space loses nothing
+    torch.testing.assert_close(expected @ null.T @ null, expected, atol=1e-10, rtol=0)
+
+
+def test_the_table_of_unbroken_subgroups():
+    assert UNBROKEN["beam"] == ("Jz",)
+    assert unbroken_generators(["beam"]) == ("Jz",)  # e+ and e- fix t and z: no z-boosts
+    assert unbroken_generators(["time"]) == ("Jx", "Jy", "Jz")
+    assert unbroken_generators(["beam-axis"]) == ("Kx", "Ky", "Jz")
+    assert unbroken_generators(["time", "beam-axis"]) == ("Jz",)
+
+
+class _Unbroken(MatrixLieGroup):
+    """The subgroup spanned by some Lorentz generators (for finite elements in the test)."""
+
+    name = "test-unbroken"
+
+
+def _subgroup(names):
+    cls = type("Sub", (_Unbroken,), {"boosts": tuple(n for n in names if n[0] == "K"), "rotations": tuple(n for n in names if n[0] == "J")})
+    return cls(cls.Options(max_rapidity=1.5))
+
+
+@pytest.mark.parametrize("preset", ["pelican-spurions", "invariant-spurions"])
+@pytest.mark.parametrize("spurion_set", SETS, ids=lambda s: "+".join(s))
+def test_a_spurion_model_is_exactly_invariant_under_its_unbroken_subgroup_only(preset, spurion_set):
+    model = model_with(spurion_set, preset)
+    p4 = random_events(64, 2, seed=1)
+    mask = torch.ones(64, 2, dtype=torch.bool)
+    lorentz, keep = Lorentz(Lorentz.Options(max_rapidity=1.5)), unbroken_generators(spurion_set)
+    rng = torch.Generator().manual_seed(0)
+    for name in LORENTZ_NAMES:
+        if name in keep:
+            assert_invariant(model, lorentz, p4, mask, generator=name, rng=rng)
+        else:
+            assert_not_invariant(model, lorentz, p4, mask, generator=name, rtol=1e-6, rng=rng)
+    assert_invariant(model, _subgroup(keep), p4, mask, rng=rng)  # finite elements of the whole subgroup
+
+
+def test_spurions_are_never_transformed_by_the_penalties():
+    from symfw.core.interfaces import Batch
+    from symfw.plugins.seal_infinitesimal import SealInfinitesimal
+
+    model = model_with(["beam"]).requires_grad_(False)
+    p4 = random_events(32, 2)
+    b = Batch(p4, torch.ones(32, 2, dtype=torch.bool), torch.zeros(32), torch.ones(32, dtype=torch.float64))
+    _, d = SealInfinitesimal(SealInfinitesimal.Options(), Lorentz()).per_generator(model, b)
+    per_generator = d.pow(2).mean(1)
+    scale = model(p4, b.mask).pow(2).mean()
+    assert per_generator[LORENTZ_NAMES.index("Jz")] < 1e-20 * scale
+    others = [per_generator[i] for i, n in enumerate(LORENTZ_NAMES) if n != "Jz"]
+    assert min(others) > 1e-8 * scale  # were the spurions boosted too, the model would look invariant
+
+
+# --------------------------------------------------------------------------- the input method
+
+
+def test_input_method_scalars_are_per_particle_quantities():
+    p4 = random_events(4, 3)
+    mask = torch.tensor([[True, True, False]] * 4)
+    t = InputMethod(InputMethod.Options(quantities=["E", "pz", "pT"]))
+    out = t(Particles.from_p4(p4 * mask.unsqueeze(-1), mask))
+    assert out.scalars.shape == (4, 9) and out.p4.shape == p4.shape
+    torch.testing.assert_close(out.scalars[:, 0], p4[:, 0, 0])
+    torch.testing.assert_close(out.scalars[:, 4], p4[:, 1, 3])
+    torch.testing.assert_close(out.scalars[:, 5], torch.hypot(p4[:, 1, 1], p4[:, 1, 2]))
+    assert (out.scalars[:, 6:] == 0).all()  # padded particle
+
+
+def test_input_and_spurion_models_see_the_same_information_with_the_same_symmetry():
+    p4 = random_events(64, 2, seed=2)
+    mask = torch.ones(64, 2, dtype=torch.bool)
+    lorentz = Lorentz()
+    rng = torch.Generator().manual_seed(0)
+    for preset in ("invariant-input", "invariant-spurions"):
+        torch.manual_seed(0)
+        model = symfw.build_model(symfw.load_spec(preset)).double().eval()
+        assert_invariant(model, lorentz, p4, mask, generator="Jz", rng=rng)
+        for name in ("Kz", "Kx", "Jx"):
+            assert_not_invariant(model, lorentz, p4, mask, generator=name, rtol=1e-6, rng=rng)
+    # E and pz per particle: the features the beam spurions add are E ∓ pz
+    scalars = InputMethod(InputMethod.Options())(Particles.from_p4(p4)).scalars
+    torch.testing.assert_close(scalars, p4[..., [0, 3]].flatten(1))
+
+
+# --------------------------------------------------------------------------- the PELICAN-style encoder
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_pelican_is_lorentz_and_permutation_invariant(dtype):
+    torch.manual_seed(0)
+    spec = symfw.load_spec("pelican").model_copy(update={"n_particles": 4})
+    model = symfw.build_model(spec).to(dtype).eval()
+    p4 = random_events(64, 4, dtype=dtype, seed=3, mass=5.0)
+    mask = torch.ones(64, 4, dtype=torch.bool)
+    assert_invariant(model, Lorentz(Lorentz.Options(max_rapidity=2.0)), p4, mask, rng=torch.Generator().manual_seed(0))
+    for perm in itertools.islice(itertools.permutations(range(4)), 1, 6):
+        torch.testing.assert_close(model(p4[:, list(perm)], mask), model(p4, mask))
+
+
+def test_pelican_ignores_padded_particles():
+    torch.manual_seed(0)
+    model = symfw.build_model(symfw.load_spec("pelican").model_copy(update={"n_particles": 3})).double().eval()
+    p4 = random_events(8, 3)
+    mask = torch.tensor([[True, True, False]] * 8)
+    junk = p4.clone()
+    junk[:, 2] = 55.0
+    a = model(p4 * mask.unsqueeze(-1), mask)
+    torch.testing.assert_close(model(junk, mask), a)
+    two = symfw.build_model(symfw.load_spec("pelican")).double().eval()
+    two.load_state_dict(model.state_dict())
+    torch.testing.assert_close(two(p4[:, :2]), a)  # same as the event without the padding slot
+    assert not torch.allclose(model(p4, torch.ones(8, 3, dtype=torch.bool)), a)  # the third particle matters when real
+
+
+def test_pelican_tells_the_spurions_apart_by_their_labels():
+    # the reflection z → −z maps e+ ↔ e−; d_ij are reflection invariant, so only the labels
+    # let the encoder see the difference between an event and its mirror image
+    flip = torch.diag(torch.tensor([1.0, 1, 1, -1], dtype=torch.float64))
+    p4 = random_events(16, 2)
+    beam = model_with(["beam"])
+    assert (beam(p4 @ flip) - beam(p4)).abs().max() > 1e-6 * beam(p4).abs().max()
+    torch.manual_seed(0)
+    plain = symfw.build_model(symfw.load_spec("pelican")).double().eval()
+    torch.testing.assert_close(plain(p4 @ flip), plain(p4))
