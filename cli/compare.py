@@ -24,6 +24,7 @@ from .train import (
     PtMaxOpt,
     ResumeOpt,
     SeedOpt,
+    ThreadsOpt,
     VectorizeOpt,
     WdOpt,
     check_vectorize,
@@ -32,6 +33,7 @@ from .train import (
     make_settings,
     pm,
     results_console,
+    set_threads,
 )
 
 
@@ -114,6 +116,7 @@ def compare(
     resume: ResumeOpt = False,
     device: DeviceOpt = "auto",
     vectorize: VectorizeOpt = "auto",
+    threads: ThreadsOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     registry: RegistryOpt = None,
@@ -132,6 +135,7 @@ def compare(
     settings = make_settings(data, events, seed, seeds, fractions, train_pt_max)
     dev = resolve_device(device)
     mode = check_vectorize(vectorize)
+    set_threads(threads)
     loaded = [
         with_training_overrides(load_spec(s, registry=reg), epochs=epochs, lr=lr, batch_size=batch_size,
                                 weight_decay=weight_decay)

@@ -37,6 +37,10 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto (cud
 VectorizeOpt = Annotated[
     str, typer.Option("--vectorize", help="Ensemble training: auto (vmap when possible), yes, or no (sequential).")
 ]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", help="CPU threads torch may use (default: torch's choice; 1 on a busy shared machine)."),
+]
 PtMaxOpt = Annotated[
     float | None,
     typer.Option("--train-pt-max", help="Train and validate only below this leading-muon pT [GeV]; report AUC vs pT."),
@@ -65,6 +69,16 @@ def make_settings(data, events, seed, seeds, fractions, train_pt_max):
         data=str(data), events=events, seed=seed, seeds=seeds,
         fractions=parse_fractions(fractions), train_pt_max=train_pt_max,
     )
+
+
+def set_threads(threads: int | None) -> None:
+    if threads is None:
+        return
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def check_vectorize(value: str) -> str:
@@ -181,6 +195,7 @@ def train(
     resume: ResumeOpt = False,
     device: DeviceOpt = "auto",
     vectorize: VectorizeOpt = "auto",
+    threads: ThreadsOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     registry: RegistryOpt = None,
@@ -197,6 +212,7 @@ def train(
     settings = make_settings(data, events, seed, seeds, fractions, train_pt_max)
     dev = resolve_device(device)
     mode = check_vectorize(vectorize)
+    set_threads(threads)
     the_spec = with_training_overrides(
         load_spec(spec, registry=reg), epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay
     )

@@ -158,6 +158,6 @@ class FractionDir:
         if not path.is_file():
             return None
         try:
-            return torch.load(path, map_location=device, weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - a corrupt checkpoint is the user's to remove
+            return torch.load(path, map_location=device, weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a corrupt or foreign checkpoint: the user removes it
             raise UsageError(f"{path}: cannot read the checkpoint ({type(exc).__name__}); remove it to restart") from None

@@ -6,6 +6,8 @@ classes differ in the pair mass and a network learns it in a few epochs.
 """
 
 import numpy as np
+import pytest
+import torch
 
 from symfw.core.data import EventData
 
@@ -49,3 +51,13 @@ def toy_events(n: int = 600, seed: int = 0, weighted: bool = False) -> EventData
     return EventData(
         p4=p4, label=label[order], mask=np.ones((n, 2), dtype=bool), weight=weight, meta={"source": "toy"}
     )
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Train on one thread: on a shared machine, torch's threads oversubscribing the cores can
+    slow small models down a hundredfold. Import this fixture into a test module to use it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from toy_events import toy_events
+from toy_events import one_thread, toy_events  # noqa: F401 - one_thread: autouse fixture
 
 import symfw
 from symfw.core.data import save_events
@@ -45,6 +45,7 @@ def one_line_exit_2(result, starts):
         (["train", "pfn", "--device", "tpu"], "Error: --device must be cpu, cuda or auto, got 'tpu'"),
         (["train", "pfn", "--epochs", "0"], "Error: --epochs:"),
         (["train", "pfn", "--vectorize", "maybe"], "Error: --vectorize must be auto, yes or no"),
+        (["train", "pfn", "--threads", "0"], "Error: --threads must be >= 1, got 0"),
         (["train", "pfn", "--data", "nosuch.npz"], "Error: nosuch.npz: no such file"),
         (["compare", "pfn"], "Error: compare needs at least two specs"),
         (["compare", "pfn", "nosuchspec"], "Error: nosuchspec: neither a spec file nor a preset"),

@@ -12,7 +12,7 @@ import copy
 import numpy as np
 import pytest
 import torch
-from toy_events import toy_events
+from toy_events import one_thread, toy_events  # noqa: F401 - one_thread: autouse fixture
 
 import symfw
 from symfw.core.ensemble import Ensemble, PenaltyTerm, frozen_running_stats

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toy_events import toy_events
+from toy_events import one_thread, toy_events  # noqa: F401 - one_thread: autouse fixture
 
 import symfw
 from symfw.core.data import load_events, save_events

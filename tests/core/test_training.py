@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from toy_events import toy_events
+from toy_events import one_thread, toy_events  # noqa: F401 - one_thread: autouse fixture
 
 import symfw
 from symfw.core import metrics as M
