@@ -182,7 +182,7 @@ def main() -> None:
         spec = symfw.load_spec(preset)
         variants = {
             "baseline": Baseline(spec, tensors, index, 0, bs),
-            "ours": Ours(spec, tensors, index, 1, True, bs),
+            "ours": Ours(spec, tensors, index, 1, False, bs),  # the trainer runs one member without vmap
             f"ours x{m} vmap": Ours(spec, tensors, index, m, True, bs),
             f"ours x{m} seq": Ours(spec, tensors, index, m, False, bs),
         }
@@ -196,6 +196,7 @@ def main() -> None:
               f"x{m} seq {rate[f'ours x{m} seq']:8.0f} member-ev/s", flush=True)
 
     when = datetime.date.today().isoformat()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     threads = "1 thread" if device.type == "cpu" else str(device)
     lines = [
         "## Training throughput (`benchmarks/bench_training.py`)",
@@ -203,8 +204,10 @@ def main() -> None:
         f"Measured {when} on {cpu_name() if device.type == 'cpu' else torch.cuda.get_device_name(device)}, "
         f"{threads}, torch {torch.__version__}, Python {platform.python_version()}; zmumu events, "
         f"{len(data):,} training events per epoch, batch {bs}, median of {args.repeats} epochs per variant "
-        "(variants interleaved). Command: `python benchmarks/" + Path(__file__).name
-        + " " + " ".join(sys.argv[1:]) + "`.",
+        f"(variants interleaved; 1-minute load average {load:.1f} on {os.cpu_count()} CPUs at the end"
+        + ("; other jobs shared the machine, so compare ratios, not absolute rates" if load > 1.5 else "")
+        + "). Command: `" + " ".join(["python", f"benchmarks/{Path(__file__).name}", *sys.argv[1:]])
+        + "`.",
         "",
         "Events/s of one model (baseline: textbook `Dataset` + `DataLoader` loop; ours: symfw's trainer):",
         "",

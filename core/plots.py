@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -130,13 +131,18 @@ def plot_extrapolation(results: Sequence[dict], path: Path, names: Sequence[str]
     pt_max = entries[0][1]["pt_max"]
     for (name, e), color in zip(entries, _colors(len(entries))):
         lo, hi = np.asarray([b["lo"] for b in e["bins"]]), np.asarray([b["hi"] for b in e["bins"]])
-        x, xerr = 0.5 * (lo + hi), 0.5 * (hi - lo)
+        x = _nan([b.get("pt_mean", 0.5 * (b["lo"] + b["hi"])) for b in e["bins"]])
+        xerr = np.vstack([x - lo, hi - x])  # the bar spans the bin; the marker sits at its mean pT
         for ax, key in zip(axes, ("auc", "accuracy")):
             mean = _nan([b[key]["mean"] for b in e["bins"]])
             std = _nan([b[key]["std"] for b in e["bins"]])
             ax.errorbar(x, mean, yerr=std, xerr=xerr, fmt="o", color=color, capsize=2, label=name)
     for ax, label in zip(axes, ("test AUC", "test accuracy")):
+        ax.set_xscale("log")
         xlim = ax.get_xlim()
+        ticks = [t for t in (5, 10, 20, 50, 100, 200, 500, 1000, 2000) if xlim[0] <= t <= xlim[1]]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.axvline(pt_max, color="k", linestyle="--", linewidth=1)
         ax.axvspan(pt_max, xlim[1], color="0.9", zorder=0)
         ax.set_xlim(xlim)

@@ -315,6 +315,8 @@ def train_ensemble(
         mode, mode_reason = "vectorized", None
         if job.vectorize == "no":
             mode, mode_reason = "sequential", "requested"
+        elif job.vectorize == "auto" and len(job.seeds) == 1:
+            mode, mode_reason = "sequential", "one member"
         elif job.vectorize == "auto":
             probe = [PenaltyTerm(ref.name, pen, 1.0) for ref, pen in penalties]
             reason = ens.probe_vectorized(gather(tensors, epoch_order(0), *steps[0]), probe)
@@ -532,10 +534,12 @@ def extrapolation(
     out_bins = []
     for b in range(len(edges) - 1):
         cells = [pm[b] for pm in per_member]
+        in_bin = (pt >= edges[b]) & (pt < edges[b + 1])
         out_bins.append(
             {
                 "lo": edges[b],
                 "hi": edges[b + 1],
+                "pt_mean": float(pt[in_bin].mean()) if in_bin.any() else math.nan,
                 "n": cells[0]["n"],
                 "side": "below" if edges[b + 1] <= pt_max else "above",
                 "auc": M.mean_std([c["auc"] for c in cells]),
