@@ -7,20 +7,28 @@ The Python API mirrors the CLI::
     model = symfw.build_model(spec)
     logits = model(p4, mask)                  # p4: (B, N, 4) as (E, px, py, pz) in GeV
 
+    data = symfw.resolve_data("zmumu", n_events=20000, seed=1)     # or a .npz/.h5 path
+    result = symfw.run_training(spec, data, symfw.RunSettings(seeds=3), out="runs/x")
+
 Plugins implement hooks marked with ``@symfw.hookimpl`` (see docs/plugins.md).
 """
 
+from .core.compare import run_compare
+from .core.data import EventData, load_events, make_split, resolve_data, save_events
 from .core.errors import DataError, PluginError, SpecError, SymfwError, UsageError
 from .core.hookspecs import hookimpl
 from .core.invariance import assert_invariant
 from .core.model import SymfwModel, build_model
 from .core.registry import get_registry
 from .core.spec import Spec, load_spec, resolve_spec, write_spec
+from .core.training import RunSettings, load_members, run_training
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DataError",
+    "EventData",
+    "RunSettings",
     "PluginError",
     "Spec",
     "SpecError",
@@ -32,7 +40,14 @@ __all__ = [
     "build_model",
     "get_registry",
     "hookimpl",
+    "load_events",
+    "load_members",
     "load_spec",
+    "make_split",
+    "resolve_data",
+    "run_compare",
+    "run_training",
+    "save_events",
     "resolve_spec",
     "write_spec",
 ]

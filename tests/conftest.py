@@ -1,6 +1,10 @@
 """Shared fixtures: random light-like events and a CLI runner."""
 
 import pytest
+import torch
+
+# small models on a shared 2-core machine: more threads only oversubscribe (10-100x slower)
+torch.set_num_threads(1)
 from typer.testing import CliRunner
 
 
