@@ -65,3 +65,32 @@ def test_the_examples_own_tests_pass_with_the_test_kit(env):
                             env=env, capture_output=True, text=True, cwd=EXAMPLE)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4 passed" in result.stdout
+
+
+def test_train_runs_on_their_spec_with_the_builtin_seal_penalty(env, tmp_path):
+    """Their group gets SEAL's Γ_δ through its generators, with no extra code."""
+    spec = tmp_path / "beam.toml"
+    built = symfw(env, "build", "--group", "beam-stabilizer", "--combiner", "gated", "--context", "max-abs-eta",
+                  "--penalty", "seal-infinitesimal", "--lam", "0.1", "--out", str(spec), "--quiet")
+    assert built.returncode == 0, built.stderr
+    out = tmp_path / "run"
+    result = symfw({**env, "OMP_NUM_THREADS": "1"}, "train", str(spec), "--data", "zmumu", "--events", "800",
+                   "--epochs", "2", "--seeds", "1", "--out", str(out), "--quiet", "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    results = json.loads((out / "results.json").read_text())
+    text = json.dumps(results)
+    assert "auc" in text
+    aucs = [float(v) for v in _find(results, "auc")]
+    assert aucs and all(0.0 <= a <= 1.0 for a in aucs)
+
+
+def _find(obj, key):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == key and isinstance(v, (int, float)):
+                yield v
+            else:
+                yield from _find(v, key)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _find(v, key)
