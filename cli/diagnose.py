@@ -92,7 +92,9 @@ def _events(data: str | None, events: int, seed: int, settings: dict | None, reg
 def _table(c, prob: bool) -> Table:
     """One model: rows θ (rapidity for K, radians for J), columns generators."""
     quantity = "|Δ probability|" if prob else "|Δ logit|"
-    table = Table(title=f"{c.label}: mean {quantity} under exp(±θT)", title_justify="left", box=box.SIMPLE_HEAD)
+    scale = f"; logit std {c.logit_std:.2g}" if not prob else ""
+    title = f"{c.label}: mean {quantity} under exp(±θT){scale}"
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("θ", justify="right")
     for r in c.rows:
         table.add_column(r, justify="right")
@@ -179,6 +181,7 @@ def invariance(
         "models": [c.to_dict() for c in curves],
         "ratios_dlogit": ratios,
         "ratios_dprob": summary_ratios(curves, prob=True) if len(curves) > 1 else {},
+        "ratios_dlogit_over_logit_std": summary_ratios(curves, relative=True) if len(curves) > 1 else {},
     }
     if out is not None:
         atomic_write_json(out / "invariance.json", payload)
@@ -190,8 +193,9 @@ def invariance(
         for prob in (False, True):
             for c in curves:
                 out_console.print(_table(c, prob))
-        for label, per_row in ratios.items():
-            text = ", ".join(f"{r} {v:.3g}×" for r, v in per_row.items())
-            out_console.print(f"|Δ logit| of {curves[0].label} / {label} (mean over θ>0): {text}")
+        for key, what in (("ratios_dlogit", "|Δ logit|"), ("ratios_dlogit_over_logit_std", "|Δ logit| / logit std")):
+            for label, per_row in payload[key].items():
+                text = ", ".join(f"{r} {v:.3g}×" for r, v in per_row.items())
+                out_console.print(f"{what} of {curves[0].label} over {label} (mean over θ>0): {text}")
     if out is not None and not quiet:
         err_console.print(f"wrote {out / 'invariance.json'} and {out / 'invariance.png'}")

@@ -42,6 +42,7 @@ class InvarianceCurves:
     dprob_std: dict[str, list[float]] = field(default_factory=dict)
     n_events: int = 0
     n_members: int = 1
+    logit_std: float = 0.0  # spread of the unmoved logits over events (member mean): the scale of |Δf|
 
     @property
     def rows(self) -> list[str]:
@@ -60,6 +61,7 @@ class InvarianceCurves:
             "parameters": self.parameters,
             "n_events": self.n_events,
             "n_members": self.n_members,
+            "logit_std": self.logit_std,
             "dlogit": self.dlogit,
             "dprob": self.dprob,
             "dlogit_std": self.dlogit_std,
@@ -126,6 +128,7 @@ def invariance_curves(
         return torch.cat([fn(x[i : i + chunk], mask[i : i + chunk]).to(torch.float64) for i in range(0, n, chunk)])
 
     refs = [evaluate(fn, p4) for fn in models]
+    spread = [float(torch.sqrt((w * (r - (w * r).sum()) ** 2).sum())) for r in refs]
     shape = (len(models), len(rows), len(parameters))
     dlogit, dprob = np.zeros(shape), np.zeros(shape)
     rng = torch.Generator().manual_seed(seed)
@@ -153,6 +156,7 @@ def invariance_curves(
         dprob_std=per_row(dprob.std(0)),
         n_events=n,
         n_members=len(models),
+        logit_std=float(np.mean(spread)),
     )
 
 
@@ -171,7 +175,7 @@ def plot_invariance(curves: Sequence[InvarianceCurves], path: str | Path) -> Non
 
     rows = list(dict.fromkeys(r for c in curves for r in c.rows))
     colours = {r: plt.get_cmap("tab10")(i % 10) for i, r in enumerate(rows)}
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4), constrained_layout=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), layout="constrained")
     for ax, key, ylabel in (
         (axes[0], "dlogit", "mean |Δ logit|"),
         (axes[1], "dprob", "mean |Δ probability|"),
@@ -191,28 +195,39 @@ def plot_invariance(curves: Sequence[InvarianceCurves], path: str | Path) -> Non
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.25)
     handles = [Line2D([], [], color=colours[r], marker="o", ms=3, label=r) for r in rows]
-    axes[0].legend(handles=handles, title="generator", fontsize=8, loc="lower right")
+    fig.legend(handles=handles, title="generator", fontsize=8, loc="outside right upper")
     if len(curves) > 1 or curves[0].label:
         model_handles = [
-            Line2D([], [], color="k", ls=_STYLES[m % len(_STYLES)], label=f"{c.label} ({c.n_members} member{'s' * (c.n_members > 1)})")
+            Line2D([], [], color="k", ls=_STYLES[m % len(_STYLES)], label=f"{c.label}\n({c.n_members} member{'s' * (c.n_members > 1)})")
             for m, c in enumerate(curves)
         ]
-        axes[1].legend(handles=model_handles, title="model", fontsize=8, loc="lower right")
+        fig.legend(handles=model_handles, title="model", fontsize=8, loc="outside right lower")
     group = ", ".join(sorted({c.group for c in curves}))
     fig.suptitle(f"Output change under group elements exp(θT) of {group}, {curves[0].n_events:,} events")
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=150, format="png"))
     plt.close(fig)
 
 
-def summary_ratios(curves: Sequence[InvarianceCurves], prob: bool = False) -> dict[str, dict[str, float]]:
-    """For each model after the first: per row, (first model's mean |Δ|) / (this model's mean |Δ|)."""
+def summary_ratios(
+    curves: Sequence[InvarianceCurves], prob: bool = False, relative: bool = False
+) -> dict[str, dict[str, float]]:
+    """For each model after the first: per row, (first model's mean |Δ|) / (this model's mean |Δ|).
+
+    With ``relative``, each model's |Δ logit| is first divided by the spread of its own logits
+    (``logit_std``), so a model is not called more invariant merely for having flatter outputs.
+    """
     out: dict[str, dict[str, float]] = {}
     first = curves[0]
+
+    def value(c: InvarianceCurves, row: str) -> float:
+        v = c.mean_over_parameters(row, prob)
+        return v / c.logit_std if relative and c.logit_std > 0 else v
+
     for c in curves[1:]:
         ratios = {}
         for row in c.rows:
             if row in first.dlogit:
-                mine = c.mean_over_parameters(row, prob)
-                ratios[row] = first.mean_over_parameters(row, prob) / mine if mine > 0 else math.inf
+                mine = value(c, row)
+                ratios[row] = value(first, row) / mine if mine > 0 else math.inf
         out[c.label] = ratios
     return out

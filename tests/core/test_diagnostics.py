@@ -32,6 +32,7 @@ def test_delta_f_matches_the_analytic_change_of_the_energy_sum():
         assert curves.dlogit["Jz"][k] < 1e-12  # energy is rotation invariant
         assert curves.dlogit["Jx"][k] < 1e-12
     assert curves.dlogit["Kx"][1] > 0 and curves.dlogit["Kx"][0] == 0
+    assert curves.logit_std == pytest.approx(float(total.std(unbiased=False)), rel=1e-10)
     sig = torch.sigmoid
     expected = (sig(total * math.cosh(1.0)) - sig(total)).abs().mean()
     assert curves.dprob["Kz"][2] == pytest.approx(float(expected), rel=1e-10)
@@ -63,6 +64,10 @@ def test_invariant_model_has_zero_change_and_a_general_one_does_not():
     assert gen.dlogit["Kx"][2] > gen.dlogit["Kx"][1]  # grows with the rapidity
     ratios = summary_ratios([gen, inv])
     assert set(ratios) == {"inv"} and min(ratios["inv"].values()) > 1e5
+    # relative to each model's logit spread: a model scaled by 10 is not "more invariant"
+    scaled = invariance_curves([lambda x, m: 10 * general(x, m)], Lorentz(), p4, mask, parameters=grid, label="x10")
+    assert summary_ratios([gen, scaled])["x10"]["Kx"] == pytest.approx(0.1)
+    assert summary_ratios([gen, scaled], relative=True)["x10"]["Kx"] == pytest.approx(1.0)
 
 
 def test_ensembles_average_members_and_keep_their_spread():
