@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all bench
+.PHONY: setup demo test test-all bench study study-quick study-medium
 
 $(BIN)/symfw: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,3 +31,13 @@ test-all: setup
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+# the research studies written up in docs/study.md (study/run.sh): quick < 10 min, medium ~1 h, paper: many hours
+study-quick: setup
+	bash study/run.sh quick
+
+study-medium: setup
+	bash study/run.sh medium
+
+study: setup
+	bash study/run.sh paper

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The research studies of docs/study.md, with symfw's own commands.
+#
+#   study/run.sh quick  [STUDY...]   # every study at toy size: < 10 minutes on 2 cores
+#   study/run.sh medium [STUDY...]   # the size docs/study.md reports (~1 hour of one core)
+#   study/run.sh paper  [STUDY...]   # the papers' settings (100 epochs, 5 seeds, 20k/100k events): many hours here
+#
+# STUDY names: fig4 fig6 appA appC seal spurions resolution (default: all, in that order).
+# Runs go to runs/study/<mode>/ (resumable: rerunning continues where it stopped); figures are
+# copied to docs/study/<mode>/; each step's table is kept in runs/study/<mode>/<step>.table.txt
+# and its wall time in times.txt. The same base seed (--seed 1) gives every model the same data,
+# split and member seeds; the learning rate is the spec's default (1e-3) for every model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODE=${1:-quick}
+shift || true
+STUDIES=${*:-fig4 fig6 appA appC seal spurions resolution}
+SYMFW=${SYMFW:-.venv/bin/symfw}
+case "$MODE" in
+  quick)  SMALL=6000;  LARGE=10000;  EPOCHS=6;   SEEDS=2; FRACS=0.2,0.5,1.0;            DIAG=1000;  RES="0 0.2"; SLOPES="0.004" ;;
+  medium) SMALL=20000; LARGE=40000;  EPOCHS=25;  SEEDS=3; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=3000;  RES="0 0.1 0.2"; SLOPES="0.002 0.004" ;;
+  paper)  SMALL=20000; LARGE=100000; EPOCHS=100; SEEDS=5; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=10000; RES="0 0.05 0.1 0.15 0.2"; SLOPES="0.002 0.004" ;;
+  *) echo "usage: study/run.sh quick|medium|paper [STUDY...]" >&2; exit 2 ;;
+esac
+OUT=runs/study/$MODE
+FIG=docs/study/$MODE
+mkdir -p "$OUT" "$FIG"
+COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$EPOCHS" --threads 1 --resume --quiet)
+
+step() {  # step NAME CMD... : run it, keep its table and wall time, copy its PNGs
+  local name=$1; shift
+  echo "== $name: $*" >&2
+  local t0=$SECONDS
+  "$@" > "$OUT/$name.table.txt"
+  echo "$name $((SECONDS - t0))" >> "$OUT/times.txt"
+  cat "$OUT/$name.table.txt"
+  for f in "$OUT/$name"/*.png; do [ -e "$f" ] && cp "$f" "$FIG/${name}__$(basename "$f")"; done
+  return 0
+}
+
+for study in $STUDIES; do
+  case "$study" in
+  fig4)  # hybrid paper Fig. 4 (AUC vs epoch) and Fig. 5 (learned weight vs pT), small and large samples
+    step fig4-small $SYMFW compare pfn invariant hybrid --data zmumu --events "$SMALL" "${COMMON[@]}" --out "$OUT/fig4-small"
+    step fig4-large $SYMFW compare pfn invariant hybrid --data zmumu --events "$LARGE" "${COMMON[@]}" --out "$OUT/fig4-large" ;;
+  fig6)  # Fig. 6: AUC vs training fraction (validation and test fixed across fractions)
+    step fig6-fractions $SYMFW compare pfn invariant hybrid --data zmumu --events "$LARGE" --fractions "$FRACS" \
+      "${COMMON[@]}" --out "$OUT/fig6-fractions" ;;
+  appA)  # Appendix A: the hybrid with its PFN subnet enlarged to the PFN's size
+    step appA-large $SYMFW compare pfn hybrid-large hybrid --data zmumu --events "$LARGE" "${COMMON[@]}" --out "$OUT/appA-large" ;;
+  appC)  # Appendix C: pooling alternatives on the small sample
+    step appC-pooling $SYMFW compare hybrid hybrid-concat-weighted hybrid-concat-weight-input hybrid-concat-context-input \
+      --data zmumu --events "$SMALL" "${COMMON[@]}" --out "$OUT/appC-pooling" ;;
+  seal)  # SEAL: AUC, invariance under boosts, and pT extrapolation (train below 50 GeV)
+    step seal $SYMFW compare pfn pfn-seal-group pfn-seal-infinitesimal --data zmumu --events "$SMALL" "${COMMON[@]}" --out "$OUT/seal"
+    step seal-invariance $SYMFW diagnose invariance "$OUT/seal" --events "$DIAG" --out "$OUT/seal-invariance" --quiet
+    step seal-extrapolation $SYMFW compare pfn pfn-seal-group pfn-seal-infinitesimal --data zmumu --events "$LARGE" \
+      --train-pt-max 50 "${COMMON[@]}" --out "$OUT/seal-extrapolation" ;;
+  spurions)  # spurions vs the input method (same information), and the task's true residual symmetry
+    step spurions $SYMFW compare invariant invariant-spurions invariant-input longitudinal-invariant pfn \
+      --data zmumu --events "$SMALL" "${COMMON[@]}" --out "$OUT/spurions" ;;
+  resolution)  # the hybrid's advantage and learned weight vs the smearing: constant σ/pT, then σ/pT growing with pT
+    for res in $RES; do
+      $SYMFW data generate zmumu --events "$SMALL" --seed 1 --resolution "$res" --resolution-slope 0 \
+        --out "$OUT/zmumu-res$res.npz" --quiet > /dev/null
+      step "resolution-$res" $SYMFW compare pfn invariant hybrid --data "$OUT/zmumu-res$res.npz" "${COMMON[@]}" \
+        --out "$OUT/resolution-$res"
+    done
+    for slope in $SLOPES; do
+      $SYMFW data generate zmumu --events "$SMALL" --seed 1 --resolution 0.05 --resolution-slope "$slope" \
+        --out "$OUT/zmumu-slope$slope.npz" --quiet > /dev/null
+      step "resolution-slope-$slope" $SYMFW compare pfn invariant hybrid --data "$OUT/zmumu-slope$slope.npz" \
+        "${COMMON[@]}" --out "$OUT/resolution-slope-$slope"
+    done ;;
+  *) echo "unknown study '$study'; known: fig4 fig6 appA appC seal spurions resolution" >&2; exit 2 ;;
+  esac
+done
+echo "== done: tables in $OUT/*.table.txt, times in $OUT/times.txt, figures in $FIG" >&2
