@@ -196,6 +196,10 @@ def train(
     device: DeviceOpt = "auto",
     vectorize: VectorizeOpt = "auto",
     threads: ThreadsOpt = None,
+    ddp: Annotated[
+        int | None,
+        typer.Option("--ddp", help="Data-parallel (DDP) on N local processes; torchrun -m symfw train also works."),
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     registry: RegistryOpt = None,
@@ -203,6 +207,7 @@ def train(
     """Train an ensemble of SPEC and report held-out metrics; everything lands in a run directory.
 
     Example: symfw train hybrid --data zmumu --events 20000 --epochs 30 --seeds 3 --out runs/hybrid
+    Data-parallel: symfw train hybrid --data z.npz --ddp 2 (or: torchrun --nproc-per-node 2 -m symfw train ...)
     """
     from symfw.core.plots import write_plots
     from symfw.core.spec import load_spec
@@ -217,12 +222,24 @@ def train(
         load_spec(spec, registry=reg), epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay
     )
     out = out if out is not None else Path("runs") / the_spec.name
-    events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg)
-    with EpochProgress(quiet) as progress:
-        results = run_training(
-            the_spec, events_data, settings, out, resume=resume, device=dev, vectorize=mode,
-            registry=reg, on_epoch=progress,
-        )
+    from symfw.core.distributed import launched_by_torchrun
+
+    if ddp is not None or launched_by_torchrun():
+        from .ddp import DdpRequest, train_distributed
+
+        if mode == "yes":
+            raise UsageError("--vectorize yes: data-parallel training trains one member at a time")
+        request = DdpRequest(the_spec, settings, out, resume, str(dev), tuple(registry or ()), quiet)
+        results = train_distributed(ddp, request, threads)
+        if results is None:  # a rank other than 0: rank 0 reports
+            return
+    else:
+        events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg)
+        with EpochProgress(quiet) as progress:
+            results = run_training(
+                the_spec, events_data, settings, out, resume=resume, device=dev, vectorize=mode,
+                registry=reg, on_epoch=progress,
+            )
     plots = write_plots([results], out)
     if json_:
         typer.echo(json.dumps(results, indent=2))

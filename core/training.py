@@ -303,6 +303,10 @@ def train_ensemble(
         return batch_order(train_idx, job.seeds, epoch, device)
 
     ckpt = directory.load_checkpoint(device) if (directory is not None and resume) else None
+    if ckpt is not None and ckpt.get("mode") == "ddp":  # members at different epochs: symfw.core.distributed
+        raise UsageError(
+            f"{directory.root}: the checkpoint was written by data-parallel training; resume it with torchrun or --ddp"
+        )
     if ckpt is not None:
         ens.load_state((ckpt["params"], ckpt["buffers"]))
         opt.load_state_dict(ckpt["optimizer"])

@@ -1,0 +1,86 @@
+"""The data-parallel path of ``symfw train``: started by torchrun, or by ``--ddp N`` (spawned here).
+
+Under torchrun every process runs the whole command; rank 0 shows the progress, writes the run
+directory and prints the tables, the other ranks train and stay silent. With ``--ddp N`` this
+process spawns N ranks on this machine (:func:`symfw.core.distributed.launch`), waits for them,
+and prints rank 0's results itself. See docs/scaling.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from symfw.core.errors import SymfwError, UsageError
+
+
+@dataclass(frozen=True)
+class DdpRequest:
+    """What every rank needs to train (picklable: sent to spawned ranks)."""
+
+    spec: Any
+    settings: Any
+    out: Path
+    resume: bool
+    device: str
+    registry: tuple[Path, ...]
+    quiet: bool
+
+
+class _MemberProgress:
+    """Adapts the per-member epoch records of DDP training to the ensemble progress bar."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        e, m, n = record["epochs"], record["member"], record["n_members"]
+        self.progress({**record, "epoch": m * e + record["epoch"], "epochs": n * e})
+
+
+def _rank_main(request: DdpRequest, torchrun: bool = False) -> dict[str, Any] | None:
+    """One rank: join the group, load the data, train; rank 0 returns the results.
+
+    Under torchrun the other ranks end their process here (:func:`end_process`), silently: rank 0
+    reports the results, or the error every rank raised (a rank exiting with an error code would
+    make torchrun stop rank 0 at once).
+    """
+    from symfw.core.distributed import end_process, process_group, run_training_ddp
+
+    from .app import registry_with
+    from .train import EpochProgress, load_data
+
+    reg = registry_with(list(request.registry))
+    with process_group(request.device) as info:
+        try:
+            quiet = request.quiet or not info.is_main
+            s = request.settings
+            data = load_data(s.data, s.events, s.seed, quiet, reg)
+            with EpochProgress(quiet) as progress:
+                results = run_training_ddp(
+                    request.spec, data, s, request.out, resume=request.resume, registry=reg,
+                    on_epoch=_MemberProgress(progress), info=info,
+                )
+        except SymfwError:
+            if torchrun and not info.is_main:
+                end_process(0)
+            raise
+    if torchrun and not info.is_main:
+        end_process(0)
+    return results if info.is_main else None
+
+
+def train_distributed(
+    nproc: int | None, request: DdpRequest, threads: int | None = None
+) -> dict[str, Any] | None:
+    """Train data-parallel; the results on rank 0 (and with ``--ddp``), None on other ranks."""
+    from symfw.core.distributed import launch, launched_by_torchrun
+
+    if nproc is not None and launched_by_torchrun():
+        raise UsageError("--ddp: this process was started by torchrun already; leave --ddp out")
+    if nproc is None:
+        return _rank_main(request, torchrun=True)
+    if nproc < 1:
+        raise UsageError(f"--ddp must be >= 1, got {nproc}")
+    return launch(nproc, _rank_main, request, threads=threads)[0]
