@@ -98,6 +98,29 @@ def fraction_table(summary: dict[str, Any]) -> Table | None:
     return table
 
 
+class TaskProgress:
+    """A rich progress bar of finished training tasks (executors that run elsewhere, e.g. Ray)."""
+
+    def __init__(self, quiet: bool, label: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+            TimeElapsedColumn(), console=err_console, disable=quiet,
+        )
+        self.bar = self.progress.add_task(label, total=None, last="")
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def __call__(self, task, done: int, total: int) -> None:
+        self.progress.update(self.bar, completed=done, total=total, last=f"done: {task.label}")
+
+
 def compare(
     specs: Annotated[list[str], typer.Argument(help="Two or more spec files (.toml) or preset names.")],
     data: DataOpt = "zmumu",
@@ -117,6 +140,15 @@ def compare(
     device: DeviceOpt = "auto",
     vectorize: VectorizeOpt = "auto",
     threads: ThreadsOpt = None,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local (this process) or ray (a Ray task per spec, seed and fraction).")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster to use (auto: the running one); default: a local Ray.")
+    ] = None,
+    retries: Annotated[
+        int | None, typer.Option("--retries", help="Retries of a failed or killed training task (ray: 2, local: 0).")
+    ] = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     registry: RegistryOpt = None,
@@ -124,8 +156,10 @@ def compare(
     """Train every SPEC on the same data, split and seeds; print a table, write compare.json and plots.
 
     Example: symfw compare pfn invariant hybrid --data zmumu --events 20000 --epochs 30 --seeds 3 --out cmp/
+    On a Ray cluster: symfw compare pfn hybrid --seeds 10 --executor ray --address auto --out cmp/
     """
     from symfw.core.compare import run_compare
+    from symfw.core.executors import make_executor
     from symfw.core.spec import load_spec
     from symfw.core.training import resolve_device, with_training_overrides
 
@@ -136,16 +170,19 @@ def compare(
     dev = resolve_device(device)
     mode = check_vectorize(vectorize)
     set_threads(threads)
+    runner = make_executor(executor, address, retries, str(dev))
     loaded = [
         with_training_overrides(load_spec(s, registry=reg), epochs=epochs, lr=lr, batch_size=batch_size,
                                 weight_decay=weight_decay)
         for s in specs
     ]
     events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg)
-    with EpochProgress(quiet) as progress:
+    progress = EpochProgress(quiet) if runner.in_process else TaskProgress(quiet, f"training tasks ({runner.name})")
+    with progress:
         summary = run_compare(
             loaded, events_data, settings, out, resume=resume, device=dev, vectorize=mode, registry=reg,
-            on_epoch=progress,
+            on_epoch=progress if runner.in_process else None, on_task=None if runner.in_process else progress,
+            executor=runner,
         )
     if json_:
         typer.echo(json.dumps(summary, indent=2))

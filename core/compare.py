@@ -1,8 +1,9 @@
 """Comparing specs: train each on the same data, split and seeds, then summarise.
 
-Every spec is trained by :func:`symfw.core.training.run_training` with the same
+Every spec is trained as :func:`symfw.core.training.run_training` trains it, with the same
 :class:`~symfw.core.training.RunSettings` (so the same events, the same split and the same
-member seeds — member m of every spec sees the same batch order), into ``OUT/<spec name>/``.
+member seeds — member m of every spec sees the same batch order), into ``OUT/<spec name>/``;
+an executor (:mod:`symfw.core.executors`) runs the trainings here or on a Ray cluster.
 The summary (``compare.json``) holds per spec, for the largest training fraction:
 
 - final and best-validation-epoch **test** AUC (mean ± std over members);
@@ -31,7 +32,7 @@ from .errors import UsageError
 from .io import atomic_write_json
 from .runs import RunDir
 from .spec import Spec
-from .training import EpochCallback, RunSettings, run_training
+from .training import EpochCallback, RunSettings
 
 AT_EPOCHS = (1, 5, 10, 25, 50, 100)
 
@@ -142,8 +143,16 @@ def run_compare(
     registry=None,
     on_epoch: EpochCallback | None = None,
     plots: bool = True,
+    executor=None,
+    on_task=None,
 ) -> dict[str, Any]:
-    """Train every spec into ``out/<name>/``, write ``compare.json`` and the plots."""
+    """Train every spec into ``out/<name>/``, write ``compare.json`` and the plots.
+
+    ``executor`` runs the trainings (:mod:`symfw.core.executors`: in this process by default, or
+    on Ray); ``on_task(task, done, total)`` follows its finished tasks.
+    """
+    from .executors import train_specs
+
     out = Path(out)
     names = run_dirnames(specs)
     if not resume:
@@ -152,13 +161,10 @@ def run_compare(
                 raise UsageError(
                     f"{out / name} already holds a run; pass --resume to continue it or choose another --out"
                 )
-    results = [
-        run_training(
-            spec, data, settings, out / name, resume=resume, device=device, vectorize=vectorize,
-            registry=registry, on_epoch=on_epoch,
-        )
-        for spec, name in zip(specs, names)
-    ]
+    results = train_specs(
+        specs, names, data, settings, out, executor=executor, resume=resume, device=device, vectorize=vectorize,
+        registry=registry, on_epoch=on_epoch, on_task=on_task,
+    )
     summary = summarize(results, names)
     if plots:
         from .plots import write_plots
