@@ -13,6 +13,12 @@ G tangents (the whole batch moves along T_a, as in Γ_G with a common element ex
 ``"random"`` uses one jvp along Σ_a ξ_ab T_a x_b with ξ_ab ~ N(0, 1) drawn per event: E[(Σ_a ξ_a D_a)²] = Σ_a D_a², an unbiased estimate of the
 same penalty at the cost of a single directional derivative.
 
+``random_signs`` (default on): event b moves along s_b T_a x_b with s_b = ±1 at random, and the
+derivative is multiplied by s_b again. For a model whose events do not interact this changes
+nothing (J(s·v)_b = s_b (Jv)_b). A model normalising with batch statistics (batch norm in training
+mode) would otherwise see the whole batch move coherently — under a boost every energy grows —
+and subtract most of the move with the batch mean; with random signs the batch mean barely moves.
+
 ``method = "double-vjp"`` obtains the same products J·v from two reverse-mode passes (the vjp of
 the linear map u ↦ Jᵀu is v ↦ J·v): identical values, about twice as fast on the CPU, where
 forward-mode AD pays a large per-operation overhead.
@@ -86,6 +92,9 @@ class SealInfinitesimal(Penalty):
         method: Literal["jvp", "double-vjp"] = Field(
             "jvp", description="jvp: forward mode (torch.func.jvp); double-vjp: the same products by reverse mode."
         )
+        random_signs: bool = Field(
+            True, description="Move each event along ±T_a (random sign): batch statistics cannot absorb the move."
+        )
 
     def __init__(self, options: "SealInfinitesimal.Options", group: SymmetryGroup):
         super().__init__(options, group)
@@ -96,7 +105,11 @@ class SealInfinitesimal(Penalty):
         p4, mask = batch.p4, batch.mask
         names, gens = select_generators(self.group, self.options.generators, p4.dtype, p4.device)
         tangents = torch.einsum("aij,bnj->abni", gens, p4) * mask[None, :, :, None].to(p4.dtype)
-        return names, directional_derivatives(self._output(fn, mask), p4, tangents, self.options.method)
+        if not self.options.random_signs:
+            return names, directional_derivatives(self._output(fn, mask), p4, tangents, self.options.method)
+        sign = torch.randint(0, 2, (p4.shape[0],), device=p4.device).to(p4.dtype) * 2 - 1
+        derivs = directional_derivatives(self._output(fn, mask), p4, tangents * sign[:, None, None], self.options.method)
+        return names, derivs * sign  # J(s·v)_b = s_b (Jv)_b for events that do not interact
 
     def _output(self, fn, mask):
         return lambda x: on_output(fn(x, mask), self.options.on)
