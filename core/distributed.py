@@ -20,9 +20,9 @@ Each process (rank) reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LO
   BCE of the global batch (the single-process loss), whatever the event weights.
 - **Batch norm.** :func:`convert_sync_batchnorm` replaces ``nn.BatchNorm1d`` and
   :class:`~symfw.core.nn.MaskedBatchNorm` by versions that compute the batch statistics over the
-  global batch (``torch.distributed`` all-reduce of counts, sums and squared deviations, with
-  autograd through the reduction), so normalisation, running statistics and gradients are
-  those of the single-process run. Penalty passes (running statistics frozen) normalise with
+  global batch (one ``torch.distributed`` all-reduce per layer of every rank's count, mean and
+  squared deviations, with autograd through it), so normalisation, running statistics and
+  gradients are those of the single-process run. Penalty passes (running statistics frozen) normalise with
   each rank's own slice. Other normalisation layers keep per-rank statistics.
 - **Metrics.** Rank 0 evaluates the whole validation split after every epoch and the test
   split at the end (the model is identical on every rank); only rank 0 writes the run
@@ -251,14 +251,24 @@ def _syncing(module: nn.Module) -> bool:
 def _global_moments(x: torch.Tensor, m: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
     """Mean and biased variance over ``dims`` of the entries where ``m`` is 1, on every rank's data.
 
-    Two all-reduces: (count, Σ x), then Σ (x − mean)² — the single-process two-pass formula.
+    One all-reduce per call: every rank contributes its count and mean in its own row of a
+    (ranks, 1 + F) table, and its sum of squared deviations from its own mean; the global variance
+    is Σ_r [M2_r + n_r (mean_r − mean)²] / N (Chan et al.), two-pass accurate like the
+    single-process formula.
     """
-    features = x.shape[-1]
-    local = torch.cat([m.sum(dims).expand(1), (x * m).sum(dims)])
-    total = _all_reduce(local)
-    count, sums = total[:1].clamp_min(1.0), total[1 : 1 + features]
-    mean = sums / count
-    var = _all_reduce((((x - mean) ** 2) * m).sum(dims)) / count
+    features, world, rank = x.shape[-1], dist.get_world_size(), dist.get_rank()
+    n = m.sum(dims).reshape(1)
+    mean_r = (x * m).sum(dims) / n.clamp_min(1.0)
+    m2_r = (((x - mean_r) ** 2) * m).sum(dims)
+    mine = torch.zeros(world, 1, dtype=x.dtype, device=x.device)
+    mine[rank] = 1.0
+    table = mine * torch.cat([n, mean_r]).unsqueeze(0)  # zeros except this rank's row
+    total = _all_reduce(torch.cat([table.flatten(), m2_r]))
+    table, m2 = total[: world * (1 + features)].view(world, 1 + features), total[world * (1 + features) :]
+    counts, means = table[:, :1], table[:, 1:]
+    count = counts.sum(0).clamp_min(1.0)
+    mean = (counts * means).sum(0) / count
+    var = (m2 + (counts * (means - mean) ** 2).sum(0)) / count
     return mean, var, count
 
 
