@@ -6,7 +6,7 @@ environment torchrun would set). Tolerances, for 2 ranks × 3 epochs on 600 toy 
 - float64: every epoch's training loss and validation AUC, and the final test AUC, agree with
   the single-process run of the same global batch size to 1e-9 (measured: ≤ 2e-16);
 - float32: training losses agree to 1e-5 relative (measured ≤ 4e-6); AUCs of these barely
-  trained models to 0.03 (measured ≤ 1e-2; rounding differences of float32 sums grow over
+  trained models to 0.03 (measured ≤ 0.011; rounding differences of float32 sums grow over
   steps as between two machines — the spread between seeds is 0.07).
 """
 
