@@ -3,8 +3,9 @@
     python benchmarks/bench_penalties.py [--presets pfn hybrid] [--batch 128] [--steps 60] [--threads 1]
 
 A plain step is forward, weighted BCE, backward and an AdamW update of one model in training
-mode. A penalised step adds λ·Γ(fn, batch), fn being the same model with its batch-norm
-running statistics frozen (as the trainer evaluates penalties). Steps alternate between the
+mode. A penalised step adds λ·Γ(fn, batch) as the trainer computes it: fn is the same model
+normalised with the statistics the training pass recorded, and the batch carries the training
+pass's logits (Γ_G reuses them for f(x)). Steps alternate between the
 variants, repeated ``--repeats`` times; the ratio of the fastest repeats (the least disturbed
 by other processes) is printed. Goals (issue 5):
 Γ_δ ≤ 2×, Γ_G ≤ 2.2×.
@@ -13,7 +14,6 @@ by other processes) is printed. Goals (issue 5):
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 import time
@@ -22,23 +22,12 @@ import torch
 
 import symfw
 from symfw.core.interfaces import Batch
+from symfw.core.nn import shared_batch_statistics
 from symfw.plugins.lorentz_groups import Lorentz
 from symfw.plugins.seal_group import SealGroup
 from symfw.plugins.seal_infinitesimal import SealInfinitesimal
 
 GOALS = {"seal-infinitesimal": 2.0, "seal-group": 2.2}
-
-
-@contextlib.contextmanager
-def frozen_running_stats(model):
-    norms = [m for m in model.modules() if hasattr(m, "track_running_stats")]
-    for m in norms:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m in norms:
-            m.track_running_stats = True
 
 
 def make_batch(n: int, seed: int = 0) -> Batch:
@@ -49,16 +38,21 @@ def make_batch(n: int, seed: int = 0) -> Batch:
 
 
 def step_fn(model, opt, batch, penalty):
-    def fn(p4, mask):
-        with frozen_running_stats(model):
-            return model(p4, mask)
+    """One AdamW step, the penalty (if any) evaluated as the trainer does (core/ensemble.py)."""
 
     def step():
         opt.zero_grad(set_to_none=True)
-        logits = model(batch.p4, batch.mask)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label, weight=batch.weight)
-        if penalty is not None:
-            loss = loss + 1.0 * penalty(fn, batch)
+        with shared_batch_statistics(model) as reusing:
+            logits = model(batch.p4, batch.mask)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label, weight=batch.weight)
+            if penalty is not None:
+
+                def fn(p4, mask):
+                    with reusing():
+                        return model(p4, mask)
+
+                given = Batch(batch.p4, batch.mask, batch.label, batch.weight, logits=logits)
+                loss = loss + 1.0 * penalty(fn, given)
         loss.backward()
         opt.step()
 

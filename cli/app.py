@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from symfw.core.errors import SymfwError
+from symfw.core.errors import SymfwError, UsageError
 
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, soft_wrap=True)
@@ -62,6 +62,20 @@ def registry_with(extra: list[Path] | None):
     from symfw.core.registry import get_registry
 
     return get_registry(tuple(extra or ()))
+
+
+def parse_floats(text: str, option: str, example: str = "0.1,0.5,1.0") -> list[float]:
+    """Comma-separated numbers of a CLI option; an empty list or a non-number is a UsageError."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not parts:
+        raise UsageError(f"{option}: give comma-separated numbers, e.g. {example}")
+    values = []
+    for part in parts:
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise UsageError(f"{option}: '{part}' is not a number") from None
+    return values
 
 
 app = make_app("symfw: build, train and compare networks for approximately respected symmetries.")

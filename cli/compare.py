@@ -11,7 +11,7 @@ from rich.table import Table
 
 from symfw.core.errors import UsageError
 
-from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, registry_with
+from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, parse_floats, registry_with
 from .train import (
     BatchOpt,
     DataOpt,
@@ -45,6 +45,9 @@ def compare_table(summary: dict[str, Any]) -> Table:
     )
     table.add_column("spec")
     table.add_column("params", justify="right")
+    chosen = bool(summary.get("selection"))
+    if chosen:
+        table.add_column("lr (chosen)", justify="right")
     table.add_column("final test AUC", justify="right")
     table.add_column("best-val test AUC", justify="right")
     for e in at:
@@ -53,7 +56,8 @@ def compare_table(summary: dict[str, Any]) -> Table:
     table.add_column("time (s)", justify="right")
     for r in rows:
         table.add_row(
-            r["spec"], f"{r['parameters']:,}", pm(r["final_test_auc"]), pm(r["best_test_auc"]),
+            r["spec"], f"{r['parameters']:,}", *([f"{r['lr']:g}"] if chosen else []),
+            pm(r["final_test_auc"]), pm(r["best_test_auc"]),
             *[pm(r["val_auc_at"].get(str(e)), 3) for e in at],
             pm(r["epochs_to_99"], 1), f"{r['train_time_s']:.0f}",
         )
@@ -63,6 +67,21 @@ def compare_table(summary: dict[str, Any]) -> Table:
         "val = validation split, test = test split (never used for selection); "
         "epochs to 99% = first epoch at 99% of the member's final val AUC"
     )
+    return table
+
+
+def selection_table(selection: dict[str, Any] | None) -> Table | None:
+    """The learning-rate trials of every spec and the one chosen on validation."""
+    if not selection:
+        return None
+    table = Table(title="learning rate chosen on validation (mean best-epoch val AUC per trial)", title_justify="left")
+    table.add_column("spec")
+    for lr in selection["grid"]:
+        table.add_column(f"lr {lr:g}", justify="right")
+    table.add_column("chosen", justify="right")
+    for name, entry in selection["specs"].items():
+        cells = ["–" if t["val_auc"] is None else f"{t['val_auc']:.4f}" for t in entry["trials"]]
+        table.add_row(name, *cells, f"{entry['lr']:g}")
     return table
 
 
@@ -133,6 +152,14 @@ def compare(
     seed: SeedOpt = 0,
     fractions: FractionsOpt = None,
     train_pt_max: PtMaxOpt = None,
+    lr_grid: Annotated[
+        str | None,
+        typer.Option(
+            "--lr-grid",
+            help="Train every spec at each of these learning rates (e.g. 3e-4,1e-3,3e-3) and keep, per spec, "
+            "the one with the best validation AUC.",
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: compare.json, plots, a run per spec.")] = Path(
         "runs/compare"
     ),
@@ -165,6 +192,9 @@ def compare(
 
     if len(specs) < 2:
         raise UsageError("compare needs at least two specs (files or preset names)")
+    if lr_grid is not None and lr is not None:
+        raise UsageError("--lr and --lr-grid exclude each other: the grid chooses the learning rate")
+    grid = parse_floats(lr_grid, "--lr-grid", "3e-4,1e-3,3e-3") if lr_grid is not None else None
     reg = registry_with(registry)
     settings = make_settings(data, events, seed, seeds, fractions, train_pt_max)
     dev = resolve_device(device)
@@ -182,7 +212,7 @@ def compare(
         summary = run_compare(
             loaded, events_data, settings, out, resume=resume, device=dev, vectorize=mode, registry=reg,
             on_epoch=progress if runner.in_process else None, on_task=None if runner.in_process else progress,
-            executor=runner,
+            executor=runner, lr_grid=grid,
         )
     if json_:
         typer.echo(json.dumps(summary, indent=2))
@@ -190,6 +220,7 @@ def compare(
     console = results_console()
     console.print(compare_table(summary))
     for table in (
+        selection_table(summary.get("selection")),
         difference_table(summary),
         fraction_table(summary),
         extrapolation_table(summary.get("extrapolation") or {}),

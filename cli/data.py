@@ -14,7 +14,7 @@ from rich.table import Table
 from symfw.core.data import load_events, resolve_data, save_events
 from symfw.core.errors import UsageError
 
-from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, registry_with
+from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, parse_floats, registry_with
 
 app = make_app("Generate toy datasets and inspect event files (.npz, .h5).")
 
@@ -162,10 +162,7 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
 
 
 def parse_edges(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UsageError(f"--slices expects comma-separated numbers in GeV, got '{text}'") from None
+    return tuple(parse_floats(text, "--slices", "0,20,50,100 (GeV)"))
 
 
 @app.command("inspect")

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from symfw.core.errors import UsageError
 
-from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, registry_with
+from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, parse_floats, registry_with
 
 app = make_app("Diagnose models: invariance under the spec's group.")
 
@@ -24,11 +24,8 @@ RUN_MARKER = "run.json"
 
 
 def _floats(text: str, option: str) -> list[float]:
-    try:
-        values = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UsageError(f"{option}: expected comma-separated numbers, got '{text}'") from None
-    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+    values = parse_floats(text, option, "0,0.5,1")
+    if any(not math.isfinite(v) or v < 0 for v in values):
         raise UsageError(f"{option}: expected non-negative finite numbers, got '{text}'")
     return sorted(set(values))
 

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from symfw.core.errors import UsageError
 
-from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, registry_with
+from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, parse_floats, registry_with
 
 # -- options shared by train and compare -----------------------------------------------------
 DataOpt = Annotated[str, typer.Option("--data", help="A dataset plugin (zmumu: generated, seeded) or an .npz/.h5 file.")]
@@ -48,18 +48,7 @@ PtMaxOpt = Annotated[
 
 
 def parse_fractions(text: str | None) -> tuple[float, ...]:
-    if text is None:
-        return (1.0,)
-    parts = [p.strip() for p in text.split(",") if p.strip()]
-    if not parts:
-        raise UsageError("--fractions: give comma-separated numbers in (0, 1], e.g. 0.1,0.5,1.0")
-    out = []
-    for p in parts:
-        try:
-            out.append(float(p))
-        except ValueError:
-            raise UsageError(f"--fractions: '{p}' is not a number") from None
-    return tuple(out)
+    return (1.0,) if text is None else tuple(parse_floats(text, "--fractions", "0.1,0.5,1.0"))
 
 
 def make_settings(data, events, seed, seeds, fractions, train_pt_max):

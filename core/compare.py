@@ -14,6 +14,13 @@ The summary (``compare.json``) holds per spec, for the largest training fraction
 and for every pair of specs the difference of their test AUCs, paired by member (same seed):
 mean of the per-member differences ± its standard error. With several fractions, the test AUC
 per fraction; with a pT cut, the extrapolation metrics below and above it.
+
+**Learning rate chosen on validation** (``lr_grid``): every spec is trained once per learning
+rate of the grid — the same grid, so the same budget, for every spec — into
+``OUT/<spec name>/lr-<lr>/``; for each spec the learning rate with the highest validation AUC
+(the members' best-epoch validation AUC, averaged over members, at the largest training fraction)
+is kept, and only that run enters the table. The test split plays no part in the choice;
+``compare.json`` records every trial's validation AUC under ``selection``.
 """
 
 from __future__ import annotations
@@ -78,6 +85,7 @@ def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = N
                 "parameters": main["parameters"],
                 "train_time_s": main["train_time_s"],
                 "mode": main["mode"],
+                "lr": main.get("lr"),
                 "final_test_auc": s["final_test"]["auc"],
                 "best_test_auc": s["best_test"]["auc"],
                 "final_test": s["final_test"],
@@ -131,6 +139,51 @@ def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = N
     )
 
 
+def _with_lr(spec: Spec, lr: float) -> Spec:
+    return spec.model_copy(update={"training": spec.training.model_copy(update={"lr": lr})})
+
+
+def validation_score(result: dict[str, Any]) -> float:
+    """What the learning-rate choice maximises: the members' best-epoch validation AUC, averaged."""
+    aucs = [m["best"]["val"]["auc"] if m["best"]["val"] else None for m in _main_fraction(result)["members"]]
+    aucs = [a for a in aucs if a is not None and math.isfinite(a)]
+    return float(np.mean(aucs)) if aucs else -math.inf
+
+
+def check_lr_grid(lr_grid: Sequence[float]) -> list[float]:
+    grid = sorted(set(float(lr) for lr in lr_grid))
+    if not grid or any(not (math.isfinite(lr) and lr > 0) for lr in grid):
+        raise UsageError(f"the learning-rate grid needs positive finite numbers, got {list(lr_grid)}")
+    return grid
+
+
+def select_on_validation(
+    trials: Sequence[Sequence[dict[str, Any]]], grid: Sequence[float], names: Sequence[str]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Per spec, the trial (one per learning rate) with the best :func:`validation_score`."""
+    chosen, selection = [], {}
+    for name, results in zip(names, trials):
+        scores = [validation_score(r) for r in results]
+        best = int(np.argmax(scores))
+        chosen.append(results[best])
+        selection[name] = {
+            "lr": grid[best],
+            "trials": [
+                {"lr": lr, "val_auc": score if math.isfinite(score) else None, "run": f"{name}/{lr_dirname(lr)}"}
+                for lr, score in zip(grid, scores)
+            ],
+        }
+    return chosen, {
+        "criterion": "best-epoch validation AUC, mean over members (largest training fraction)",
+        "grid": list(grid),
+        "specs": selection,
+    }
+
+
+def lr_dirname(lr: float) -> str:
+    return f"lr-{lr:g}"
+
+
 def run_compare(
     specs: Sequence[Spec],
     data: EventData,
@@ -145,27 +198,40 @@ def run_compare(
     plots: bool = True,
     executor=None,
     on_task=None,
+    lr_grid: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """Train every spec into ``out/<name>/``, write ``compare.json`` and the plots.
 
     ``executor`` runs the trainings (:mod:`symfw.core.executors`: in this process by default, or
-    on Ray); ``on_task(task, done, total)`` follows its finished tasks.
+    on Ray); ``on_task(task, done, total)`` follows its finished tasks. ``lr_grid``: train each
+    spec at every learning rate and keep, per spec, the one best on validation.
     """
     from .executors import train_specs
 
     out = Path(out)
     names = run_dirnames(specs)
+    grid = check_lr_grid(lr_grid) if lr_grid is not None else None
+    if grid is None:
+        runs, run_names = list(specs), names
+    else:
+        runs = [_with_lr(spec, lr) for spec in specs for lr in grid]
+        run_names = [f"{name}/{lr_dirname(lr)}" for name in names for lr in grid]
     if not resume:
-        for name in names:
+        for name in run_names:
             if RunDir(out / name).started:
                 raise UsageError(
                     f"{out / name} already holds a run; pass --resume to continue it or choose another --out"
                 )
     results = train_specs(
-        specs, names, data, settings, out, executor=executor, resume=resume, device=device, vectorize=vectorize,
-        registry=registry, on_epoch=on_epoch, on_task=on_task,
+        runs, run_names, data, settings, out, executor=executor, resume=resume, device=device,
+        vectorize=vectorize, registry=registry, on_epoch=on_epoch, on_task=on_task,
     )
+    selection = None
+    if grid is not None:
+        trials = [results[i * len(grid) : (i + 1) * len(grid)] for i in range(len(specs))]
+        results, selection = select_on_validation(trials, grid, names)
     summary = summarize(results, names)
+    summary["selection"] = selection
     if plots:
         from .plots import write_plots
 

@@ -17,13 +17,16 @@ Each process (rank) reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LO
   events than ranks is dropped.
 - **Gradients.** ``DistributedDataParallel`` averages them across ranks. Rank r's loss is
   ``world_size · Σ_{i∈r} w_i·BCE_i / Σ_{i∈batch} w_i``, so the average is exactly the weighted
-  BCE of the global batch (the single-process loss), whatever the event weights.
+  BCE of the global batch (the single-process loss), whatever the event weights. A penalty (a
+  mean over the rank's events) is scaled the same way by the rank's share of the batch's weight
+  (or of its events, for an unweighted penalty), so penalised training matches one process too.
 - **Batch norm.** :func:`convert_sync_batchnorm` replaces ``nn.BatchNorm1d`` and
   :class:`~symfw.core.nn.MaskedBatchNorm` by versions that compute the batch statistics over the
   global batch (one ``torch.distributed`` all-reduce per layer of every rank's count, mean and
   squared deviations, with autograd through it), so normalisation, running statistics and
-  gradients are those of the single-process run. Penalty passes (running statistics frozen) normalise with
-  each rank's own slice. Other normalisation layers keep per-rank statistics.
+  gradients are those of the single-process run. Penalty passes normalise with the statistics
+  the training pass recorded (:func:`~symfw.core.nn.shared_batch_statistics`, global ones with
+  synchronised batch norm) and run no collective. Other normalisation layers keep per-rank statistics.
 - **Metrics.** Rank 0 evaluates the whole validation split after every epoch and the test
   split at the end (the model is identical on every rank); only rank 0 writes the run
   directory; the final results are broadcast so every rank returns them.
@@ -60,10 +63,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from . import metrics as M
 from .data import EventData
-from .ensemble import Ensemble, PenaltyTerm, frozen_running_stats
+from .ensemble import Ensemble, PenaltyTerm
 from .errors import SymfwError, UsageError
 from .interfaces import Batch
-from .nn import MaskedBatchNorm
+from .nn import BatchNorm1d, MaskedBatchNorm, shared_batch_statistics
 from .registry import get_registry
 from .runs import FractionDir, RunDir
 from .spec import Spec
@@ -275,38 +278,24 @@ def _global_moments(x: torch.Tensor, m: torch.Tensor, dims: tuple[int, ...]) -> 
 class SyncMaskedBatchNorm(MaskedBatchNorm):
     """:class:`MaskedBatchNorm` whose training statistics cover the real particles of every rank."""
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if not _syncing(self):
-            return super().forward(x, mask)
-        m = mask.unsqueeze(-1).to(x.dtype)
-        mean, var, count = _global_moments(x, m, (0, 1))
-        with torch.no_grad():
-            unbiased = var * count / (count - 1).clamp_min(1.0)
-            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
-            self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
-        return ((x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias) * m
+    def moments(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return _global_moments(x, m, (0, 1)) if _syncing(self) else super().moments(x, m)
 
 
-class SyncBatchNorm1d(nn.BatchNorm1d):
+class SyncBatchNorm1d(BatchNorm1d):
     """``nn.BatchNorm1d`` on (B, F) inputs with statistics over the global batch (CPU and CUDA).
 
     ``torch.nn.SyncBatchNorm`` does the same on GPUs only; this one runs wherever
     ``torch.distributed`` does (gloo included).
     """
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _syncing(self) or x.dim() != 2:
-            return super().forward(x)
-        ones = torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device)
-        mean, var, count = _global_moments(x, ones, (0,))
-        with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            factor = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            unbiased = var * count / (count - 1).clamp_min(1.0)
-            self.running_mean.mul_(1 - factor).add_(factor * mean)
-            self.running_var.mul_(1 - factor).add_(factor * unbiased)
-        out = (x - mean) / torch.sqrt(var + self.eps)
-        return out * self.weight + self.bias if self.affine else out
+    def local_statistics(self) -> bool:
+        return not _syncing(self)
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if not _syncing(self):
+            return super().moments(x)
+        return _global_moments(x, torch.ones(x.shape[0], 1, dtype=x.dtype, device=x.device), (0,))
 
 
 def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
@@ -316,7 +305,7 @@ def convert_sync_batchnorm(module: nn.Module) -> nn.Module:
         for name, child in list(parent.named_children()):
             if type(child) is MaskedBatchNorm:
                 new: nn.Module = SyncMaskedBatchNorm(child.weight.shape[0], eps=child.eps, momentum=child.momentum)
-            elif type(child) is nn.BatchNorm1d:
+            elif type(child) in (nn.BatchNorm1d, BatchNorm1d):
                 new = SyncBatchNorm1d(
                     child.num_features, eps=child.eps, momentum=child.momentum, affine=child.affine,
                     track_running_stats=child.track_running_stats,
@@ -379,21 +368,26 @@ def _train_epoch(
         mine = idx[lo:hi]
         w_batch = tensors.weight[idx].sum().clamp_min(1e-30)
         p4, mask, label, weight = tensors.p4[mine], tensors.mask[mine], tensors.label[mine], tensors.weight[mine]
-        logits = ddp(p4, mask)
-        wbce = (F.binary_cross_entropy_with_logits(logits, label, reduction="none") * weight).sum()
-        loss = wbce * (info.world_size / w_batch)
-        penalty = torch.zeros((), dtype=loss.dtype, device=loss.device)
-        if terms:
+        with shared_batch_statistics(model) as reusing:
+            logits = ddp(p4, mask)
+            wbce = (F.binary_cross_entropy_with_logits(logits, label, reduction="none") * weight).sum()
+            loss = wbce * (info.world_size / w_batch)
+            penalty = torch.zeros((), dtype=loss.dtype, device=loss.device)
+            if terms:
 
-            def fn(x, m=None, _model=model):
-                if m is None:
-                    m = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-                with frozen_running_stats(_model):
-                    return _model(x, m)
+                def fn(x, m=None, _model=model):
+                    if m is None:
+                        m = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+                    with reusing():
+                        return _model(x, m)
 
-            batch = Batch(p4=p4, mask=mask, label=label, weight=weight)
-            for term in terms:
-                penalty = penalty + term.lam * term.penalty(fn, batch)
+                batch = Batch(p4=p4, mask=mask, label=label, weight=weight, logits=logits)
+                # a penalty is a (weighted) mean over this rank's events: scaled by the rank's share
+                # of the global batch, the ranks' average is the mean over the global batch
+                shares = {True: weight.sum() / w_batch, False: (hi - lo) / (stop - start)}
+                for term in terms:
+                    share = shares[term.penalty.weighted] * info.world_size
+                    penalty = penalty + term.lam * share * term.penalty(fn, batch)
         (loss + penalty).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -18,16 +18,17 @@ amplifies such rounding differences over many steps as it does between two machi
 
 BatchNorm under vmap: the running statistics are stacked buffers too; the in-place updates of
 ``nn.BatchNorm1d`` and :class:`~symfw.core.nn.MaskedBatchNorm` write through to each member's
-slice. While a penalty evaluates the model (:meth:`Ensemble.penalty_fn`), running statistics
-are frozen: the penalty's extra passes on transformed events normalise with their batch
-statistics but never move the running averages the model is evaluated with.
+slice. While a penalty evaluates the model (:meth:`Ensemble.penalty_fn`), every batch norm
+normalises with the statistics of the step's clean batch
+(:func:`~symfw.core.nn.shared_batch_statistics`): the penalty's passes on transformed events
+neither shape the normalisation nor move the running averages, and f(x) in a penalty equals the
+training pass's logits, which the penalty gets as ``batch.logits``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -37,6 +38,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .interfaces import Batch, Penalty
 from .metrics import weighted_bce_with_logits
 from .model import SymfwModel, build_model
+from .nn import shared_batch_statistics
 from .spec import Spec
 
 State = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
@@ -49,20 +51,6 @@ class PenaltyTerm:
     name: str
     penalty: Penalty
     lam: float
-
-
-@contextlib.contextmanager
-def frozen_running_stats(module: nn.Module) -> Iterator[None]:
-    """Batch-norm layers normalise with batch statistics and leave their running ones alone."""
-    norms = [m for m in module.modules() if hasattr(m, "track_running_stats") and hasattr(m, "running_mean")]
-    saved = [m.track_running_stats for m in norms]
-    for m in norms:
-        m.track_running_stats = False
-    try:
-        yield
-    finally:
-        for m, flag in zip(norms, saved):
-            m.track_running_stats = flag
 
 
 class Ensemble:
@@ -121,27 +109,28 @@ class Ensemble:
         params, buffers = state if state is not None else (self.params, self.buffers)
         return {k: v[m] for k, v in params.items()}, {k: v[m] for k, v in buffers.items()}
 
-    def penalty_fn(self, params, buffers) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-        """One member as a function (p4, mask) → logits, with running statistics frozen."""
+    def penalty_fn(self, params, buffers, reusing) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """One member as a function (p4, mask) → logits, normalised with the step's recorded statistics."""
 
         def fn(p4, mask=None):
             if mask is None:
                 mask = torch.ones(p4.shape[:2], dtype=torch.bool, device=p4.device)
-            with frozen_running_stats(self.base):
+            with reusing():
                 return self._call(params, buffers, p4, mask)
 
         return fn
 
     # -- training ----------------------------------------------------------------------------
     def _member_loss(self, params, buffers, p4, mask, label, weight, terms: Sequence[PenaltyTerm]):
-        logits = self._call(params, buffers, p4, mask)
-        loss = weighted_bce_with_logits(logits, label, weight)
-        penalty = torch.zeros((), dtype=loss.dtype, device=loss.device)
-        if terms:
-            fn = self.penalty_fn(params, buffers)
-            batch = Batch(p4=p4, mask=mask, label=label, weight=weight)
-            for term in terms:
-                penalty = penalty + term.lam * term.penalty(fn, batch)
+        with shared_batch_statistics(self.base) as reusing:
+            logits = self._call(params, buffers, p4, mask)
+            loss = weighted_bce_with_logits(logits, label, weight)
+            penalty = torch.zeros((), dtype=loss.dtype, device=loss.device)
+            if terms:
+                fn = self.penalty_fn(params, buffers, reusing)
+                batch = Batch(p4=p4, mask=mask, label=label, weight=weight, logits=logits)
+                for term in terms:
+                    penalty = penalty + term.lam * term.penalty(fn, batch)
         return loss + penalty, loss.detach(), penalty.detach()
 
     def backward(

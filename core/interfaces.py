@@ -323,7 +323,10 @@ class Penalty(Component):
     """A soft loss term, e.g. SEAL's Γ_G or Γ_δ: ``__call__(model, batch) → scalar tensor``.
 
     ``batch`` is a :class:`Batch`. The trainer multiplies the value by λ from the spec.
-    Constructed as ``Penalty(options, group=SymmetryGroup)``.
+    Constructed as ``Penalty(options, group=SymmetryGroup)``. The value is a mean over the
+    batch's events: weighted with ``batch.weight`` when :attr:`weighted` (an option
+    ``weighted``, if the penalty has one), else uniform. Data-parallel training relies on this
+    to combine the ranks' shares into the penalty of the global batch.
     """
 
     kind = "penalty"
@@ -332,18 +335,28 @@ class Penalty(Component):
         self.options = options
         self.group = group
 
+    @property
+    def weighted(self) -> bool:
+        """Whether the mean over events uses the sample weights."""
+        return bool(getattr(self.options, "weighted", False))
+
     def __call__(self, model: nn.Module, batch: "Batch") -> torch.Tensor:
         raise NotImplementedError
 
 
 @dataclass(frozen=True)
 class Batch:
-    """A batch of events: p4 (B, N, 4), mask (B, N), label (B,) in {0, 1}, weight (B,)."""
+    """A batch of events: p4 (B, N, 4), mask (B, N), label (B,) in {0, 1}, weight (B,).
+
+    ``logits`` (B,), when set, is the training pass's output on ``p4``: a penalty given it may
+    use it for f(x) instead of calling ``fn(p4, mask)`` again (the trainer makes the two equal).
+    """
 
     p4: torch.Tensor
     mask: torch.Tensor
     label: torch.Tensor
     weight: torch.Tensor
+    logits: torch.Tensor | None = None
 
 
 class DatasetSource(Component):

@@ -7,7 +7,8 @@ so the model can count its hidden neurons.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -24,7 +25,7 @@ class MLP(nn.Sequential):
         for size in hidden:
             layers.append(nn.Linear(width, size))
             if batchnorm:
-                layers.append(nn.BatchNorm1d(size))
+                layers.append(BatchNorm1d(size))
             layers.append(nn.ReLU())
             width = size
         layers.append(nn.Linear(width, out_features))
@@ -32,12 +33,70 @@ class MLP(nn.Sequential):
         self.hidden_sizes = list(hidden)
 
 
-class MaskedBatchNorm(nn.Module):
+class SharedStatistics:
+    """Batch norm that can hand its batch statistics from one pass to the next.
+
+    ``stats_mode`` is set by :func:`shared_batch_statistics`: ``"record"`` keeps the statistics
+    of a training-mode pass in ``recorded``; ``"reuse"`` normalises a later training-mode pass
+    with them (the running statistics as fallback) and moves no running statistic. ``None``:
+    ordinary batch norm.
+    """
+
+    stats_mode: str | None = None
+    recorded: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def _reused(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.recorded if self.recorded is not None else (self.running_mean, self.running_var)
+
+    def _record(self, mean: torch.Tensor, var: torch.Tensor) -> None:
+        if self.stats_mode == "record":
+            self.recorded = (mean, var)
+
+
+def _update_running(norm: nn.Module, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
+    """Move the running averages as ``torch.nn.BatchNorm1d`` does (unbiased running variance)."""
+    with torch.no_grad():
+        factor = norm.momentum
+        if hasattr(norm, "num_batches_tracked"):
+            norm.num_batches_tracked.add_(1)
+            factor = factor if factor is not None else 1.0 / float(norm.num_batches_tracked)
+        unbiased = var * count / (count - 1).clamp_min(1.0)
+        norm.running_mean.mul_(1 - factor).add_(factor * mean)
+        norm.running_var.mul_(1 - factor).add_(factor * unbiased)
+
+
+class BatchNorm1d(SharedStatistics, nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` on (B, F) inputs that can share its batch statistics (:class:`SharedStatistics`)."""
+
+    def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, biased variance and count of the batch."""
+        count = torch.tensor(float(x.shape[0]), dtype=x.dtype, device=x.device)
+        return x.mean(0), x.var(0, unbiased=False), count
+
+    def local_statistics(self) -> bool:
+        """Whether :meth:`moments` is this batch's own (torch's batch norm then does the pass)."""
+        return True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.stats_mode is None and self.local_statistics():
+            return super().forward(x)
+        if self.stats_mode == "reuse":
+            mean, var = self._reused()
+        else:
+            mean, var, count = self.moments(x)
+            if self.track_running_stats:
+                _update_running(self, mean, var, count)
+            self._record(mean, var)
+        out = (x - mean) / torch.sqrt(var + self.eps)
+        return out * self.weight + self.bias if self.affine else out
+
+
+class MaskedBatchNorm(SharedStatistics, nn.Module):
     """BatchNorm over the real particles of (B, N, F) inputs; padded entries are ignored.
 
     Running statistics follow ``torch.nn.BatchNorm1d`` (momentum 0.1, unbiased running var);
     as there, setting ``track_running_stats = False`` normalises with the batch statistics
-    without updating the running ones (the trainer does so while a penalty evaluates the model).
+    without updating the running ones. Shares its statistics as :class:`SharedStatistics`.
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
@@ -49,21 +108,70 @@ class MaskedBatchNorm(nn.Module):
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_var", torch.ones(num_features))
 
+    def moments(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean, biased variance and count over the real particles (``m`` = mask as 0/1, (B, N, 1))."""
+        count = m.sum((0, 1)).clamp_min(1.0)
+        mean = (x * m).sum((0, 1)) / count
+        var = (((x - mean) ** 2) * m).sum((0, 1)) / count
+        return mean, var, count
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).to(x.dtype)
-        batch_stats = self.training or not self.track_running_stats
-        if batch_stats:
-            count = m.sum((0, 1)).clamp_min(1.0)
-            mean = (x * m).sum((0, 1)) / count
-            var = (((x - mean) ** 2) * m).sum((0, 1)) / count
-        if self.training and self.track_running_stats:
-            with torch.no_grad():
-                unbiased = var * count / (count - 1).clamp_min(1.0)
-                self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
-                self.running_var.mul_(1 - self.momentum).add_(self.momentum * unbiased)
-        if not batch_stats:
+        if self.training and self.stats_mode == "reuse":
+            mean, var = self._reused()
+        elif self.training or not self.track_running_stats:
+            mean, var, count = self.moments(x, m)
+            if self.training and self.track_running_stats:
+                _update_running(self, mean, var, count)
+            self._record(mean, var)
+        else:
             mean, var = self.running_mean, self.running_var
         return ((x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias) * m
+
+
+@contextlib.contextmanager
+def shared_batch_statistics(module: nn.Module) -> Iterator[Callable[[], contextlib.AbstractContextManager]]:
+    """Let later passes of ``module`` normalise exactly as its training pass did.
+
+    Inside the block, every training-mode pass records its batch-norm statistics; passes made
+    inside the yielded ``reusing()`` context normalise with the last recorded ones and move no
+    running statistic. This is how the trainer evaluates penalties: f(Λx) is normalised with the
+    statistics of the clean batch x (as f(x) itself), so transformed events never shape the
+    normalisation — a model cannot learn to go flat when a batch looks boosted — and a penalty may
+    reuse the training pass's logits. Norm layers without :class:`SharedStatistics` (a plugin's own
+    ``nn.BatchNorm1d``) use their running statistics inside ``reusing()``. Recorded statistics are
+    dropped on leaving the block.
+    """
+    shared = [m for m in module.modules() if isinstance(m, SharedStatistics)]
+    foreign = [
+        m for m in module.modules()
+        if not isinstance(m, SharedStatistics) and hasattr(m, "running_mean") and hasattr(m, "track_running_stats")
+    ]
+
+    def set_mode(mode):
+        for m in shared:
+            m.stats_mode = mode
+
+    @contextlib.contextmanager
+    def reusing() -> Iterator[None]:
+        training = [m.training for m in foreign]
+        set_mode("reuse")
+        for m in foreign:
+            m.training = False
+        try:
+            yield
+        finally:
+            set_mode("record")
+            for m, flag in zip(foreign, training):
+                m.training = flag
+
+    set_mode("record")
+    try:
+        yield reusing
+    finally:
+        set_mode(None)
+        for m in shared:
+            m.recorded = None
 
 
 class ParticleMLP(nn.Module):

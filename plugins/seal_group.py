@@ -10,7 +10,8 @@ uniform in the ``rapidity`` and ``angle`` ranges (default [0, 1] and [0, π], as
 groups' ``sample()``). Any group with ``generators()`` works, a third-party one included.
 
 Only real particles move: padded entries are passed through unchanged. Spurions are appended
-inside the model, after Λ has acted, so they are never transformed. f(x) and f(Λx) are
+inside the model, after Λ has acted, so they are never transformed. f(x) is the training
+pass's output when the trainer passes it (``batch.logits``); otherwise f(x) and f(Λx) are
 evaluated in one call on the concatenated batch (one set of batch-norm statistics for both).
 The penalty only calls ``fn(p4, mask)``; it works under ``torch.func.vmap`` when the caller
 allows random draws (``randomness="different"`` or ``"same"``).
@@ -42,6 +43,11 @@ class SealOptions(Options):
         default_factory=list, description="Names of the group's generators to use (empty: all of them)."
     )
     weighted: bool = Field(True, description="Average over events with the sample weights.")
+    relative: bool = Field(
+        False,
+        description="Divide by the batch variance of the output, so that shrinking the output's scale "
+        "cannot lower the penalty (a symfw option, not in the SEAL paper).",
+    )
 
 
 def select_generators(group: SymmetryGroup, names: list[str], dtype, device) -> tuple[list[str], torch.Tensor]:
@@ -60,6 +66,21 @@ def check_generators(group: SymmetryGroup, names: list[str]) -> None:
 
 def on_output(logits: torch.Tensor, on: str) -> torch.Tensor:
     return torch.sigmoid(logits) if on == "probability" else logits
+
+
+SPREAD_FLOOR = 1e-4  # added to the output variance of a ``relative`` penalty: a constant output stays finite
+
+
+def seal_mean(per_event: torch.Tensor, out: torch.Tensor, batch: Batch, options: SealOptions) -> torch.Tensor:
+    """The penalty from its per-event terms: weighted mean, divided by the output's weighted
+    batch variance (+ ``SPREAD_FLOOR``) when ``options.relative``; ``out`` is f(x), (..., B)."""
+    weight = batch.weight if options.weighted else None
+    if options.relative:
+        w = torch.ones_like(out) if weight is None else weight.to(out.dtype).expand_as(out)
+        mean = (w * out).sum(-1, keepdim=True) / w.sum(-1, keepdim=True)
+        var = (w * (out - mean) ** 2).sum(-1, keepdim=True) / w.sum(-1, keepdim=True)
+        per_event = per_event / (var + SPREAD_FLOOR)
+    return event_mean(per_event, weight)
 
 
 def event_mean(per_event: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -143,10 +164,13 @@ class SealGroup(Penalty):
         n = p4.shape[0]
         elements = self.sample(n, dtype=torch.float64, device=p4.device)
         moved = move_real(elements, p4.to(torch.float64), mask).to(p4.dtype)
-        out = on_output(fn(torch.cat([p4, moved]), torch.cat([mask, mask])), self.options.on)
-        ref, new = out[..., :n], out[..., n:]
-        per_event = (new - ref).pow(2)
-        return event_mean(per_event, batch.weight if self.options.weighted else None)
+        if batch.logits is None:
+            out = fn(torch.cat([p4, moved]), torch.cat([mask, mask]))
+            ref, new = out[..., :n], out[..., n:]
+        else:  # the training pass's f(x): only f(Λx) is left to compute
+            ref, new = batch.logits, fn(moved, mask)
+        ref, new = on_output(ref, self.options.on), on_output(new, self.options.on)
+        return seal_mean((new - ref).pow(2), ref, batch, self.options)
 
 
 @hookimpl

@@ -18,6 +18,12 @@ derivative is multiplied by s_b again. For a model whose events do not interact 
 nothing (J(s·v)_b = s_b (Jv)_b). A model normalising with batch statistics (batch norm in training
 mode) would otherwise see the whole batch move coherently — under a boost every energy grows —
 and subtract most of the move with the batch mean; with random signs the batch mean barely moves.
+The trainer's ``fn`` normalises with the statistics recorded on the clean batch
+(:func:`symfw.core.nn.shared_batch_statistics`), which do not move at all; the signs matter when
+a penalty is called with a model in plain training mode.
+
+``relative = true`` divides by the batch variance of f(x) (the training pass's ``batch.logits``
+when given), so that the penalty cannot be lowered by shrinking the output's scale.
 
 ``method = "double-vjp"`` obtains the same products J·v from two reverse-mode passes (the vjp of
 the linear map u ↦ Jᵀu is v ↦ J·v): identical values, about twice as fast on the CPU, where
@@ -39,7 +45,7 @@ from pydantic import Field
 
 from symfw.core.hookspecs import hookimpl
 from symfw.core.interfaces import Batch, Penalty, SymmetryGroup
-from symfw.plugins.seal_group import SealOptions, check_generators, event_mean, on_output, select_generators
+from symfw.plugins.seal_group import SealOptions, check_generators, on_output, seal_mean, select_generators
 
 _CAPTURED_MUTATION = "mutate a captured Tensor"
 
@@ -115,20 +121,21 @@ class SealInfinitesimal(Penalty):
         return lambda x: on_output(fn(x, mask), self.options.on)
 
     def __call__(self, fn, batch: Batch) -> torch.Tensor:
-        weight = batch.weight if self.options.weighted else None
         if self.options.estimator == "exact":
             _, derivs = self.per_generator(fn, batch)
             squares = derivs.pow(2)
             per_event = squares.sum(0) if self.options.reduction == "sum" else squares.mean(0)
-            return event_mean(per_event, weight)
-        p4, mask = batch.p4, batch.mask
-        _, gens = select_generators(self.group, self.options.generators, p4.dtype, p4.device)
-        xi = torch.randn(p4.shape[0], gens.shape[0], dtype=p4.dtype, device=p4.device)
-        tangent = torch.einsum("ba,aij,bnj->bni", xi, gens, p4) * mask.unsqueeze(-1).to(p4.dtype)
-        per_event = directional_derivatives(self._output(fn, mask), p4, tangent[None], self.options.method)[0].pow(2)
-        if self.options.reduction == "mean":
-            per_event = per_event / gens.shape[0]
-        return event_mean(per_event, weight)
+        else:
+            p4, mask = batch.p4, batch.mask
+            _, gens = select_generators(self.group, self.options.generators, p4.dtype, p4.device)
+            xi = torch.randn(p4.shape[0], gens.shape[0], dtype=p4.dtype, device=p4.device)
+            tangent = torch.einsum("ba,aij,bnj->bni", xi, gens, p4) * mask.unsqueeze(-1).to(p4.dtype)
+            derivs = directional_derivatives(self._output(fn, mask), p4, tangent[None], self.options.method)
+            per_event = derivs[0].pow(2) / (gens.shape[0] if self.options.reduction == "mean" else 1)
+        out = None
+        if self.options.relative:
+            out = on_output(batch.logits if batch.logits is not None else fn(batch.p4, batch.mask), self.options.on)
+        return seal_mean(per_event, out, batch, self.options)
 
 
 @hookimpl

@@ -117,7 +117,7 @@ def test_inspect_json_and_plots(runner, cli, zfile, tmp_path):
     "extra, message",
     [
         (["--slices", "50,20"], "Error: slice edges must be increasing positive numbers, got [50.0, 20.0]"),
-        (["--slices", "a,b"], "Error: --slices expects comma-separated numbers in GeV, got 'a,b'"),
+        (["--slices", "a,b"], "Error: --slices: 'a' is not a number"),
         (["--slice-by", "eta"], "Error: --slice-by: unknown variable 'eta'; known: leading-pt, dimuon-pt"),
     ],
 )

@@ -52,6 +52,9 @@ def one_line_exit_2(result, starts):
         (["compare", "pfn", "hybrid", "--seeds", "-1"], "Error: --seeds must be >= 1, got -1"),
         (["compare", "pfn", "hybrid", "--fractions", "1.01"], "Error: --fractions: each fraction must be in (0, 1]"),
         (["compare", "pfn", "hybrid", "--device", "gpu"], "Error: --device must be cpu, cuda or auto, got 'gpu'"),
+        (["compare", "pfn", "hybrid", "--lr-grid", "1e-3,x"], "Error: --lr-grid: 'x' is not a number"),
+        (["compare", "pfn", "hybrid", "--lr-grid", "1e-3,0"], "Error: the learning-rate grid needs positive finite"),
+        (["compare", "pfn", "hybrid", "--lr-grid", "1e-3", "--lr", "1e-3"], "Error: --lr and --lr-grid exclude"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(runner, cli, args, starts, tmp_path):
@@ -115,3 +118,29 @@ def test_compare_on_identical_splits_writes_table_json_and_plots(runner, cli, to
     }
     assert "extrapolation: trained on leading pT < 60 GeV" in result.stdout
     assert "differences (paired by seed" in result.stdout
+
+
+def test_compare_with_an_lr_grid_keeps_the_best_validation_run_per_spec(runner, cli, toy_file, small_spec, tmp_path):
+    out = tmp_path / "grid"
+    result = runner.invoke(
+        cli,
+        ["compare", "invariant", str(small_spec), "--data", str(toy_file), "--epochs", "2", "--seeds", "2",
+         "--batch-size", "64", "--lr-grid", "1e-4,3e-3", "--device", "cpu", "--out", str(out), "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "compare.json").read_text())
+    selection = summary["selection"]
+    assert selection["grid"] == [1e-4, 3e-3]
+    for row in summary["rows"]:
+        trials = selection["specs"][row["spec"]]["trials"]
+        assert [t["lr"] for t in trials] == [1e-4, 3e-3]
+        for t in trials:  # every trial is a complete run of its own, trained at its learning rate
+            results = json.loads((out / t["run"] / "results.json").read_text())["fractions"][0]
+            assert results["lr"] == t["lr"]
+            val = [m["best"]["val"]["auc"] for m in results["members"]]
+            assert t["val_auc"] == pytest.approx(sum(val) / len(val))
+        best = max(trials, key=lambda t: t["val_auc"])
+        assert selection["specs"][row["spec"]]["lr"] == best["lr"] == row["lr"]
+        chosen = json.loads((out / best["run"] / "results.json").read_text())["fractions"][0]
+        assert row["final_test_auc"]["mean"] == pytest.approx(chosen["summary"]["final_test"]["auc"]["mean"])
+    assert "learning rate chosen on validation" in result.stdout

@@ -61,6 +61,13 @@ def forbid_writes():
 # --------------------------------------------------------------------------- spawned ranks
 
 
+def penalised():
+    """A small PFN with a deterministic Γ_δ (exact over the generators, no random signs)."""
+    spec = small("pfn-seal-infinitesimal")
+    penalty = spec.penalties[0].model_copy(update={"options": {"random_signs": False}, "lam": 0.1})
+    return spec.model_copy(update={"penalties": [penalty]})
+
+
 def killed_rank(out):
     data = toy_events(EVENTS, weighted=True)
     with D.process_group("cpu") as info:
@@ -76,7 +83,8 @@ def main_rank(killed_out, full_out):
         resumed = D.run_training_ddp(small(), data, SETTINGS, killed_out, resume=True, dtype=torch.float64, info=info)
         full = D.run_training_ddp(small(), data, SETTINGS, full_out, dtype=torch.float64, info=info)
         f32 = D.run_training_ddp(small(), data, SETTINGS, None, dtype=torch.float32, info=info)
-    return {"resumed": resumed, "full": full, "f32": f32, "world_size": info.world_size}
+        pen = D.run_training_ddp(penalised(), data, SETTINGS, None, dtype=torch.float64, info=info)
+    return {"resumed": resumed, "full": full, "f32": f32, "penalised": pen, "world_size": info.world_size}
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +97,9 @@ def two_ranks(tmp_path_factory):
     return root, killed_lines, values
 
 
-def single(dtype):
-    return run_training(small(), toy_events(EVENTS, weighted=True), SETTINGS, vectorize="no", dtype=dtype)
+def single(dtype, spec=None):
+    spec = spec if spec is not None else small()
+    return run_training(spec, toy_events(EVENTS, weighted=True), SETTINGS, vectorize="no", dtype=dtype)
 
 
 def curves(results):
@@ -119,6 +128,16 @@ def test_two_ranks_agree_with_one_process_of_the_same_global_batch_float64(two_r
                                    atol=1e-9, rtol=0)
     assert f["members"][1]["final"]["test"]["auc"] > 0.7  # it learned something
     assert values[1]["full"] == ddp  # every rank returns the same results
+
+
+def test_penalised_training_on_two_ranks_agrees_with_one_process_float64(two_ranks):
+    # penalty passes normalise with the recorded global-batch statistics on every rank, so the
+    # ranks' penalty shares average to the single-process penalty of the global batch
+    _, _, values = two_ranks
+    ddp, one = values[0]["penalised"], single(torch.float64, penalised())
+    for a, b in zip(curves(ddp), curves(one)):
+        torch.testing.assert_close(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64),
+                                   atol=1e-9, rtol=0)
 
 
 def test_two_ranks_agree_with_one_process_float32_within_the_stated_tolerance(two_ranks):

@@ -15,7 +15,8 @@ import torch
 from toy_events import one_thread, toy_events  # noqa: F401 - one_thread: autouse fixture
 
 import symfw
-from symfw.core.ensemble import Ensemble, PenaltyTerm, frozen_running_stats
+from symfw.core.ensemble import Ensemble, PenaltyTerm
+from symfw.core.nn import SharedStatistics, shared_batch_statistics
 from symfw.core.interfaces import Batch, NoOptions, Penalty
 from symfw.core.registry import Registry, get_registry
 from symfw.core.training import RunSettings, run_training, with_training_overrides
@@ -88,23 +89,46 @@ def test_batchnorm_running_stats_follow_each_member_under_vmap():
             torch.testing.assert_close(ens.buffers[k][m], v, rtol=1e-5, atol=1e-6, msg=k)
 
 
-def test_penalty_passes_do_not_move_running_stats():
-    spec = small_spec("hybrid")
-    ens = Ensemble(spec, [1])
+@pytest.mark.parametrize("preset", ["pfn", "hybrid"])
+def test_penalty_passes_normalise_with_the_clean_batch_and_move_no_running_stats(preset):
+    spec = small_spec(preset)
+    ens = Ensemble(spec, [1], dtype=torch.float64)
     ens.train()
     params, buffers = ens._slice(0)
-    before = {k: v.clone() for k, v in buffers.items()}
-    batch = member_batch(1)
-    fn = ens.penalty_fn(params, buffers)
-    out = fn(batch.p4[0] * 1.5, batch.mask[0])
-    assert out.shape == (64,)
-    for k, v in buffers.items():
-        assert torch.equal(v, before[k]), k
-    # the flag is restored afterwards: a training pass moves them again
-    with frozen_running_stats(ens.base):
-        pass
-    ens._call(params, buffers, batch.p4[0], batch.mask[0])
-    assert not torch.equal(buffers["head.1.running_mean"], before["head.1.running_mean"])
+    batch = member_batch(1, dtype=torch.float64)
+    p4, mask = batch.p4[0], batch.mask[0]
+    with shared_batch_statistics(ens.base) as reusing:
+        logits = ens._call(params, buffers, p4, mask)  # the training pass records its statistics
+        after_training = {k: v.clone() for k, v in buffers.items()}
+        fn = ens.penalty_fn(params, buffers, reusing)
+        # f(x) in a penalty is exactly the training pass's output
+        torch.testing.assert_close(fn(p4, mask), logits, rtol=0, atol=1e-12)
+        # events are normalised with the clean batch's statistics: an event's output does not
+        # depend on what else is in the batch (a boosted batch cannot be recognised)
+        whole = fn(p4 * 1.5, mask)
+        alone = torch.cat([fn(p4[i : i + 1] * 1.5, mask[i : i + 1]) for i in range(4)])
+        torch.testing.assert_close(whole[:4], alone, rtol=0, atol=1e-12)
+        for k, v in buffers.items():
+            assert torch.equal(v, after_training[k]), k  # penalty passes move no running statistic
+    norms = [m for m in ens.base.modules() if isinstance(m, SharedStatistics)]
+    assert norms and all(m.stats_mode is None and m.recorded is None for m in norms)
+    # outside the block a training pass is plain batch norm again: batch statistics, running ones move
+    ens._call(params, buffers, p4, mask)
+    key = next(k for k in buffers if k.endswith("running_mean"))
+    assert not torch.equal(buffers[key], after_training[key])
+
+
+def test_foreign_batch_norm_uses_running_statistics_in_penalty_passes():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).double().train()
+    x = torch.randn(32, 3, dtype=torch.float64)
+    with shared_batch_statistics(model) as reusing:
+        model(x)
+        with reusing():
+            assert not model[1].training
+            out = model(x[:5] * 3)
+        assert model[1].training
+    expected = model.eval()(x[:5] * 3)
+    torch.testing.assert_close(out, expected)
 
 
 class ItemPenalty(Penalty):

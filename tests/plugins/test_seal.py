@@ -12,7 +12,7 @@ from symfw.core.errors import UsageError
 from symfw.core.interfaces import Batch, SymmetryGroup
 from symfw.core.kinematics import metric
 from symfw.plugins.lorentz_groups import Lorentz
-from symfw.plugins.seal_group import SealGroup
+from symfw.plugins.seal_group import SPREAD_FLOOR, SealGroup
 from symfw.plugins.seal_infinitesimal import SealInfinitesimal
 
 LORENTZ = Lorentz()
@@ -235,7 +235,7 @@ def test_random_signs_keep_batch_statistics_from_absorbing_a_boost():
     reference = gamma_d(generators=["Kx", "Kz"], random_signs=False)(model, b)
     model.train()
     for m in norms:
-        m.track_running_stats = False  # batch statistics, as the trainer evaluates penalties
+        m.track_running_stats = False  # batch statistics, as a model called in training mode
     torch.manual_seed(1)
     signed = gamma_d(generators=["Kx", "Kz"])(model, b)
     coherent = gamma_d(generators=["Kx", "Kz"], random_signs=False)(model, b)
@@ -352,3 +352,33 @@ def test_the_seal_presets_build_with_their_penalty(runner, cli):
         assert spec.general.encoder.options == symfw.load_spec("pfn").general.encoder.options
     result = runner.invoke(cli, ["build", "--preset", "pfn", "--penalty", "seal-group", "--lam", "0.5", "--quiet"])
     assert result.exit_code == 0 and 'name = "seal-group"' in result.stdout and "lam = 0.5" in result.stdout
+
+
+# --------------------------------------------------------------------------- reuse of the training pass, relative
+
+
+def test_gamma_g_with_the_training_logits_equals_the_concatenated_evaluation():
+    b, model = batch(), Smooth()
+    torch.manual_seed(4)
+    concatenated = gamma_g()(model, b)
+    given = Batch(b.p4, b.mask, b.label, b.weight, logits=model(b.p4, b.mask))
+    torch.manual_seed(4)  # the same group elements
+    torch.testing.assert_close(gamma_g()(model, given), concatenated, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("make", [gamma_g, gamma_d, lambda **o: gamma_d(estimator="random", **o)])
+def test_relative_penalty_does_not_fall_when_the_output_shrinks(make):
+    b, model = batch(), Smooth()
+    c = 0.1
+    scaled = lambda p4, mask: c * model(p4, mask)  # noqa: E731 - the same function, flattened
+
+    def value(fn, **options):
+        torch.manual_seed(6)
+        return float(make(**options)(fn, b))
+
+    # plain: flattening the output 10x lowers the penalty 100x; relative: only through the variance floor
+    assert value(scaled) == pytest.approx(c**2 * value(model), rel=1e-9)
+    var = float(model(b.p4, b.mask).var(unbiased=False))
+    expected = value(model, relative=True) * c**2 * (var + SPREAD_FLOOR) / (c**2 * var + SPREAD_FLOOR)
+    assert value(scaled, relative=True) == pytest.approx(expected, rel=1e-9)
+    assert value(scaled, relative=True) > 0.5 * value(model, relative=True)  # var = 0.004 here
