@@ -29,7 +29,6 @@ import argparse
 import datetime
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,7 @@ from pathlib import Path
 import torch
 
 import symfw
+from _docs import write_section
 from symfw.core import distributed as D
 from symfw.core import executors as X
 from symfw.core.compare import run_compare
@@ -152,15 +152,7 @@ def times(x: float) -> str:
 
 
 def write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.is_file() else "# Scaling out\n"
-    block = f"{START}\n{section.rstrip()}\n{END}"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    from symfw.core.io import atomic_write_text
-
-    atomic_write_text(DOC, text)
+    write_section(DOC, START, END, section, "# Scaling out\n")
 
 
 def main() -> None:

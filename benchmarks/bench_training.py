@@ -30,7 +30,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -42,6 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 import symfw  # noqa: E402
+from _docs import write_section  # noqa: E402
 from symfw.core.data import resolve_data  # noqa: E402
 from symfw.core.ensemble import Ensemble  # noqa: E402
 from symfw.core.training import Tensors, adamw, batch_order, batches, member_seeds, train_epoch  # noqa: E402
@@ -145,15 +145,7 @@ def cpu_name() -> str:
 
 
 def write_doc(section: str) -> None:
-    text = DOC.read_text() if DOC.is_file() else "# Performance\n\nMeasured numbers; each section is written by the benchmark named in it.\n"
-    block = f"{START}\n{section.rstrip()}\n{END}"
-    if START in text and END in text:
-        text = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    from symfw.core.io import atomic_write_text
-
-    atomic_write_text(DOC, text)
+    write_section(DOC, START, END, section, "# Performance\n\nMeasured numbers; each section is written by the benchmark named in it.\n")
 
 
 def main() -> None:

@@ -85,6 +85,37 @@ def selection_table(selection: dict[str, Any] | None) -> Table | None:
     return table
 
 
+def invariance_table(inv: dict[str, Any] | None) -> Table | None:
+    """Each spec's |Δ logit| under a random boost (K·n̂) and its ratio to the first spec's."""
+    if not inv or "models" not in inv:
+        return None
+    from symfw.core.diagnostics import RANDOM_BOOST
+
+    models = inv["models"]
+    first = next(iter(models))
+    row = RANDOM_BOOST if RANDOM_BOOST in models[first]["summary"] else next(iter(models[first]["summary"]))
+    table = Table(
+        title=f"invariance under {inv['group']} on {inv['n_events']:,} test events "
+        f"(mean over θ > 0; ratios: {first} ÷ spec, min–max over generators)",
+        title_justify="left",
+    )
+    for col in ("spec", "logit std", f"|Δ logit| {row}", f"|Δ prob| {row}", f"ratio {row}", "ratio range",
+                "ratio ÷ spread range"):
+        table.add_column(col, justify="left" if col == "spec" else "right")
+
+    def span(ratios: dict[str, float]) -> str:
+        return f"{min(ratios.values()):.3g}–{max(ratios.values()):.3g}×" if ratios else "–"
+
+    for name, m in models.items():
+        ratios = inv["ratios_dlogit"].get(name, {})
+        relative = inv["ratios_dlogit_over_logit_std"].get(name, {})
+        table.add_row(
+            name, f"{m['logit_std']:.3g}", f"{m['summary'][row]['dlogit']:.3g}", f"{m['summary'][row]['dprob']:.3g}",
+            f"{ratios[row]:.3g}×" if row in ratios else "1", span(ratios), span(relative),
+        )
+    return table
+
+
 def difference_table(summary: dict[str, Any]) -> Table | None:
     if not summary["differences"]:
         return None
@@ -160,6 +191,14 @@ def compare(
             "the one with the best validation AUC.",
         ),
     ] = None,
+    invariance: Annotated[
+        bool,
+        typer.Option(
+            "--invariance",
+            help="Also measure each spec's |Δ logit| under the first spec's group on test events "
+            "(as symfw diagnose invariance); writes invariance.png.",
+        ),
+    ] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: compare.json, plots, a run per spec.")] = Path(
         "runs/compare"
     ),
@@ -212,7 +251,7 @@ def compare(
         summary = run_compare(
             loaded, events_data, settings, out, resume=resume, device=dev, vectorize=mode, registry=reg,
             on_epoch=progress if runner.in_process else None, on_task=None if runner.in_process else progress,
-            executor=runner, lr_grid=grid,
+            executor=runner, lr_grid=grid, invariance=invariance,
         )
     if json_:
         typer.echo(json.dumps(summary, indent=2))
@@ -221,6 +260,7 @@ def compare(
     console.print(compare_table(summary))
     for table in (
         selection_table(summary.get("selection")),
+        invariance_table(summary.get("invariance")),
         difference_table(summary),
         fraction_table(summary),
         extrapolation_table(summary.get("extrapolation") or {}),

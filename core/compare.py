@@ -21,6 +21,12 @@ rate of the grid — the same grid, so the same budget, for every spec — into
 (the members' best-epoch validation AUC, averaged over members, at the largest training fraction)
 is kept, and only that run enters the table. The test split plays no part in the choice;
 ``compare.json`` records every trial's validation AUC under ``selection``.
+
+**Invariance** (``invariance=True``): every spec's final members are evaluated on the first
+``INVARIANCE_EVENTS`` test events under the first spec's group, as ``symfw diagnose invariance``
+does (mean |Δ logit| and |Δ probability| per generator and for a boost along a random direction,
+K·n̂, vs θ); ``compare.json`` gets each model's summary and the ratios of the first spec's |Δ| to
+each other's (also divided by each model's logit spread), and ``invariance.png`` is written.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import metrics as M
 from .data import EventData
@@ -42,6 +49,7 @@ from .spec import Spec
 from .training import EpochCallback, RunSettings
 
 AT_EPOCHS = (1, 5, 10, 25, 50, 100)
+INVARIANCE_EVENTS = 2000
 
 
 def run_dirnames(specs: Sequence[Spec]) -> list[str]:
@@ -184,6 +192,46 @@ def lr_dirname(lr: float) -> str:
     return f"lr-{lr:g}"
 
 
+def invariance_summary(
+    runs: Sequence[Path],
+    names: Sequence[str],
+    data: EventData,
+    settings: RunSettings,
+    *,
+    events: int = INVARIANCE_EVENTS,
+    registry=None,
+    plot: Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """|Δf| under the first model's group for the final members of each run, on test events."""
+    from .diagnostics import invariance_curves, plot_invariance, summary_ratios
+    from .training import load_members, prepare_split
+
+    fraction = max(settings.fractions)
+    members = [load_members(run, fraction=fraction, registry=registry) for run in runs]
+    group = members[0][0].group
+    if not group.generator_names:
+        return {"skipped": f"group '{group.name}' has no generators"}
+    test = np.sort(prepare_split(data, settings).test)[:events]
+    t = data.subset(test).tensors(dtype=torch.float64)
+    curves = [
+        invariance_curves([m.double().eval() for m in models], group, t["p4"], t["mask"], weight=t["weight"],
+                          label=name, seed=seed)
+        for name, models in zip(names, members)
+    ]
+    if plot is not None:
+        plot_invariance(curves, plot)
+    return M.jsonable(
+        {
+            "group": group.name,
+            "n_events": len(test),
+            "models": {c.label: c.to_dict() for c in curves},
+            "ratios_dlogit": summary_ratios(curves),
+            "ratios_dlogit_over_logit_std": summary_ratios(curves, relative=True),
+        }
+    )
+
+
 def run_compare(
     specs: Sequence[Spec],
     data: EventData,
@@ -199,12 +247,14 @@ def run_compare(
     executor=None,
     on_task=None,
     lr_grid: Sequence[float] | None = None,
+    invariance: bool = False,
 ) -> dict[str, Any]:
     """Train every spec into ``out/<name>/``, write ``compare.json`` and the plots.
 
     ``executor`` runs the trainings (:mod:`symfw.core.executors`: in this process by default, or
     on Ray); ``on_task(task, done, total)`` follows its finished tasks. ``lr_grid``: train each
-    spec at every learning rate and keep, per spec, the one best on validation.
+    spec at every learning rate and keep, per spec, the one best on validation. ``invariance``:
+    add the invariance summary of every spec's final members (see the module docstring).
     """
     from .executors import train_specs
 
@@ -226,15 +276,23 @@ def run_compare(
         runs, run_names, data, settings, out, executor=executor, resume=resume, device=device,
         vectorize=vectorize, registry=registry, on_epoch=on_epoch, on_task=on_task,
     )
-    selection = None
+    selection, chosen = None, names
     if grid is not None:
         trials = [results[i * len(grid) : (i + 1) * len(grid)] for i in range(len(specs))]
         results, selection = select_on_validation(trials, grid, names)
+        chosen = [selection["specs"][name]["trials"][grid.index(selection["specs"][name]["lr"])]["run"] for name in names]
     summary = summarize(results, names)
     summary["selection"] = selection
+    if invariance:
+        summary["invariance"] = invariance_summary(
+            [out / run for run in chosen], names, data, settings, registry=registry,
+            plot=out / "invariance.png" if plots else None,
+        )
     if plots:
         from .plots import write_plots
 
         summary["plots"] = [str(p) for p in write_plots(results, out, names)]
+        if invariance and "models" in summary["invariance"]:
+            summary["plots"].append(str(out / "invariance.png"))
     atomic_write_json(out / "compare.json", summary)
     return summary

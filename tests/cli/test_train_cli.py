@@ -144,3 +144,21 @@ def test_compare_with_an_lr_grid_keeps_the_best_validation_run_per_spec(runner, 
         chosen = json.loads((out / best["run"] / "results.json").read_text())["fractions"][0]
         assert row["final_test_auc"]["mean"] == pytest.approx(chosen["summary"]["final_test"]["auc"]["mean"])
     assert "learning rate chosen on validation" in result.stdout
+
+
+def test_compare_with_invariance_reports_the_ratio_to_the_first_spec(runner, cli, toy_file, tmp_path):
+    out = tmp_path / "inv"
+    result = runner.invoke(
+        cli,
+        ["compare", "pfn", "invariant", "--data", str(toy_file), "--epochs", "1", "--seeds", "1",
+         "--batch-size", "64", "--invariance", "--device", "cpu", "--out", str(out), "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    inv = json.loads((out / "compare.json").read_text())["invariance"]
+    assert inv["group"] == "lorentz" and inv["n_events"] == 120  # the 20 % test split of 600 events
+    pfn, invariant = inv["models"]["pfn"], inv["models"]["invariant"]
+    assert pfn["summary"]["K·n̂"]["dlogit"] > 1e-3  # a PFN on four-vectors is not invariant
+    assert invariant["summary"]["K·n̂"]["dlogit"] < 1e-9 * invariant["logit_std"]  # an MLP on invariants is
+    assert inv["ratios_dlogit"]["invariant"]["K·n̂"] > 1e6
+    assert (out / "invariance.png").is_file()
+    assert "invariance under lorentz on 120 test events" in result.stdout
