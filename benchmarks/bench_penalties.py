@@ -84,6 +84,7 @@ def main(argv=None) -> int:
         "seal-infinitesimal (random, double-vjp)": SealInfinitesimal(
             SealInfinitesimal.Options(estimator="random", method="double-vjp"), group
         ),
+        "seal-infinitesimal (gradient)": SealInfinitesimal(SealInfinitesimal.Options(method="gradient"), group),
         "seal-group": SealGroup(SealGroup.Options(), group),
     }
     batch = make_batch(args.batch)

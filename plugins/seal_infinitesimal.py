@@ -28,6 +28,11 @@ when given), so that the penalty cannot be lowered by shrinking the output's sca
 ``method = "double-vjp"`` obtains the same products J·v from two reverse-mode passes (the vjp of
 the linear map u ↦ Jᵀu is v ↦ J·v): identical values, about twice as fast on the CPU, where
 forward-mode AD pays a large per-operation overhead.
+``method = "gradient"`` uses that the output of event b depends on event b alone (true of the
+trainer's ``fn``, which normalises with recorded statistics, not of a model normalising with the
+statistics of the batch it is given): one reverse pass gives ∂f_b/∂x_b for every event, and
+D_ab = ∂f_b/∂x_b · T_a x_b for every generator at once — the exact estimator for the price of one
+gradient.
 
 The penalty only calls ``fn(p4, mask)`` and composes with ``torch.func.vmap``. A model whose
 forward pass updates state in place (batch-norm running statistics in training mode) cannot be
@@ -66,15 +71,29 @@ def _reverse_mode(fn, p4: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
     return torch.func.vmap(lambda v: pullback_t(v)[0], randomness="same")(tangents)
 
 
+def _per_event_gradient(fn, p4: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
+    """J·v for an ``fn`` whose events do not interact: the gradient of Σ_b f_b is, event by event,
+    ∂f_b/∂x_b, and its dot product with each tangent is the directional derivative — one reverse
+    pass serves every generator."""
+    out, pullback = torch.func.vjp(fn, p4)
+    grad = pullback(torch.ones_like(out))[0]
+    return torch.einsum("...ni,a...ni->a...", grad, tangents)
+
+
+_METHODS = {"jvp": _forward_mode, "double-vjp": _reverse_mode, "gradient": _per_event_gradient}
+
+
 def directional_derivatives(fn, p4: torch.Tensor, tangents: torch.Tensor, method: str = "jvp") -> torch.Tensor:
     """(G, ...) derivatives d/dε fn(p4 + ε·tangents[a]) at ε = 0: the Jacobian-vector products J·v_a.
 
     ``method="jvp"``: forward mode, ``torch.func.jvp``; ``"double-vjp"``: the same products from
-    two reverse passes (cheaper on the CPU for small layers). For an ``fn`` that mutates captured
-    state, one ``torch.autograd.forward_ad`` dual-tensor pass per tangent instead.
+    two reverse passes (cheaper on the CPU for small layers); ``"gradient"``: one reverse pass, valid
+    when ``fn``'s events do not interact (as the trainer's ``fn``, which normalises with recorded
+    statistics). For an ``fn`` that mutates captured state, one ``torch.autograd.forward_ad``
+    dual-tensor pass per tangent instead.
     """
     try:
-        return (_forward_mode if method == "jvp" else _reverse_mode)(fn, p4, tangents)
+        return _METHODS[method](fn, p4, tangents)
     except RuntimeError as exc:
         if _CAPTURED_MUTATION not in str(exc):
             raise
@@ -95,8 +114,10 @@ class SealInfinitesimal(Penalty):
         estimator: Literal["exact", "random"] = Field(
             "exact", description="exact: every generator; random: one random combination per event (unbiased)."
         )
-        method: Literal["jvp", "double-vjp"] = Field(
-            "jvp", description="jvp: forward mode (torch.func.jvp); double-vjp: the same products by reverse mode."
+        method: Literal["jvp", "double-vjp", "gradient"] = Field(
+            "jvp",
+            description="jvp: forward mode (torch.func.jvp); double-vjp: the same products by reverse mode; "
+            "gradient: one input gradient dotted with every tangent (events must not interact, as in training).",
         )
         random_signs: bool = Field(
             True, description="Move each event along ±T_a (random sign): batch statistics cannot absorb the move."

@@ -192,3 +192,23 @@ def test_seal_infinitesimal_penalty_runs_vectorized_and_matches_sequential():
     assert runs["auto"]["mode"] == "vectorized", runs["auto"]["mode_reason"]
     np.testing.assert_allclose(runs["auto"]["curves"]["loss"], runs["no"]["curves"]["loss"], atol=1e-9)
     np.testing.assert_allclose(runs["auto"]["curves"]["val_auc"], runs["no"]["curves"]["val_auc"], atol=1e-9)
+
+
+def test_per_event_gradient_penalty_in_training_equals_the_jvp_one():
+    # the trainer's fn normalises with recorded statistics, so events do not interact and one
+    # input gradient gives the exact directional derivatives
+    from symfw.plugins.lorentz_groups import Lorentz
+    from symfw.plugins.seal_infinitesimal import SealInfinitesimal
+
+    ens = Ensemble(small_spec("pfn"), [3], dtype=torch.float64)
+    ens.train()
+    params, buffers = ens._slice(0)
+    batch = member_batch(1, dtype=torch.float64)
+    values = {}
+    for method in ("jvp", "gradient"):
+        penalty = SealInfinitesimal(SealInfinitesimal.Options(method=method, random_signs=False), Lorentz())
+        with shared_batch_statistics(ens.base) as reusing:
+            ens._call(params, buffers, batch.p4[0], batch.mask[0])
+            values[method] = penalty(ens.penalty_fn(params, buffers, reusing), Batch(
+                batch.p4[0], batch.mask[0], batch.label[0], batch.weight[0]))
+    torch.testing.assert_close(values["gradient"], values["jvp"], rtol=1e-10, atol=0)

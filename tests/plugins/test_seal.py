@@ -98,11 +98,12 @@ def test_gamma_g_over_gamma_delta_on_the_pfn(name):
 
 
 @pytest.mark.parametrize("model", [Smooth(), pfn64()], ids=["smooth", "pfn"])
-def test_double_vjp_gives_the_same_products_as_jvp(model):
+def test_double_vjp_and_the_per_event_gradient_give_the_same_products_as_jvp(model):
     b = batch(n=24) if isinstance(model, Smooth) else batch(n=24, n_particles=3)
     _, forward = gamma_d().per_generator(model, b)
-    _, reverse = gamma_d(method="double-vjp").per_generator(model, b)
-    torch.testing.assert_close(reverse, forward, rtol=1e-10, atol=1e-12)
+    for method in ("double-vjp", "gradient"):
+        _, reverse = gamma_d(method=method).per_generator(model, b)
+        torch.testing.assert_close(reverse, forward, rtol=1e-10, atol=1e-12)
     torch.manual_seed(2)
     a = gamma_d(estimator="random")(model, b)
     torch.manual_seed(2)
@@ -258,7 +259,7 @@ def test_penalties_compose_with_vmap_over_ensemble_members():
         return lambda p, bu: penalty(lambda x, m: functional_call(base, (p, bu), (x, m)), b)
 
     sequential = torch.stack([gamma_d()(m, b) for m in models])  # eval mode: random signs change nothing
-    for method in ("jvp", "double-vjp"):
+    for method in ("jvp", "double-vjp", "gradient"):
         vmapped = vmap(member(gamma_d(method=method)), randomness="different")(params, buffers)
         torch.testing.assert_close(vmapped, sequential)
     torch.testing.assert_close(vmap(member(gamma_d(random_signs=False)))(params, buffers), sequential)
