@@ -99,6 +99,13 @@ def move_real(elements: torch.Tensor, p4: torch.Tensor, mask: torch.Tensor) -> t
     return torch.where(mask.unsqueeze(-1), moved, p4)
 
 
+def check_range(v: Range) -> Range:
+    """A [low, high] range of a group parameter: 0 <= low <= high < inf."""
+    if not (0 <= v[0] <= v[1] and math.isfinite(v[1])):
+        raise ValueError("must be [low, high] with 0 <= low <= high < inf")
+    return v
+
+
 def is_compact(generator: torch.Tensor) -> bool:
     """Rotation-like (antisymmetric in the (E, px, py, pz) basis) rather than boost-like."""
     return bool(torch.allclose(generator, -generator.T))
@@ -122,9 +129,7 @@ class SealGroup(Penalty):
         @field_validator("rapidity", "angle")
         @classmethod
         def _range(cls, v: Range) -> Range:
-            if not (0 <= v[0] <= v[1] and math.isfinite(v[1])):
-                raise ValueError("must be [low, high] with 0 <= low <= high < inf")
-            return v
+            return check_range(v)
 
     def __init__(self, options: "SealGroup.Options", group: SymmetryGroup):
         super().__init__(options, group)

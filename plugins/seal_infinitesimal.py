@@ -22,6 +22,11 @@ The trainer's ``fn`` normalises with the statistics recorded on the clean batch
 (:func:`symfw.core.nn.shared_batch_statistics`), which do not move at all; the signs matter when
 a penalty is called with a model in plain training mode.
 
+``orbit_rapidity = [0, y]`` takes the derivatives at Λx rather than x, with Λ drawn as Γ_G draws
+it (|rapidity| ≤ y, rotations by any angle): the derivative is then small along the orbit out to
+rapidity y, not only at the data, which bounds finite changes |f(exp(θT)x) − f(x)| ≤ ∫|∂_T f|.
+A symfw option (SEAL's Γ_δ is the default, [0, 0]).
+
 ``relative = true`` divides by the batch variance of f(x) (the training pass's ``batch.logits``
 when given), so that the penalty cannot be lowered by shrinking the output's scale.
 
@@ -46,11 +51,21 @@ from typing import Literal
 
 import torch
 import torch.autograd.forward_ad as fwAD
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from symfw.core.hookspecs import hookimpl
 from symfw.core.interfaces import Batch, Penalty, SymmetryGroup
-from symfw.plugins.seal_group import SealOptions, check_generators, on_output, seal_mean, select_generators
+from symfw.plugins.seal_group import (
+    Range,
+    SealGroup,
+    SealOptions,
+    check_generators,
+    check_range,
+    move_real,
+    on_output,
+    seal_mean,
+    select_generators,
+)
 
 _CAPTURED_MUTATION = "mutate a captured Tensor"
 
@@ -122,14 +137,36 @@ class SealInfinitesimal(Penalty):
         random_signs: bool = Field(
             True, description="Move each event along ±T_a (random sign): batch statistics cannot absorb the move."
         )
+        orbit_rapidity: Range = Field(
+            (0.0, 0.0),
+            description="Take the derivatives at Λx instead of x, Λ a random element as Γ_G draws it with |rapidity| "
+            "in this range (rotations: any angle); (0, 0): at the data, as SEAL's Γ_δ.",
+        )
+
+        @field_validator("orbit_rapidity")
+        @classmethod
+        def _orbit(cls, v: Range) -> Range:
+            return check_range(v)
 
     def __init__(self, options: "SealInfinitesimal.Options", group: SymmetryGroup):
         super().__init__(options, group)
         check_generators(group, options.generators)
+        self._orbit = None
+        if options.orbit_rapidity[1] > 0:
+            self._orbit = SealGroup(
+                SealGroup.Options(generators=options.generators, rapidity=options.orbit_rapidity), group
+            )
+
+    def points(self, batch: Batch) -> torch.Tensor:
+        """Where the derivatives are taken: the events, or (``orbit_rapidity``) random points of their orbits."""
+        if self._orbit is None:
+            return batch.p4
+        elements = self._orbit.sample(batch.p4.shape[0], dtype=torch.float64, device=batch.p4.device)
+        return move_real(elements, batch.p4.to(torch.float64), batch.mask).to(batch.p4.dtype)
 
     def per_generator(self, fn, batch: Batch) -> tuple[list[str], torch.Tensor]:
         """(G, ..., B) directional derivatives ∂f/∂x · T_a x of the output, one row per generator."""
-        p4, mask = batch.p4, batch.mask
+        p4, mask = self.points(batch), batch.mask
         names, gens = select_generators(self.group, self.options.generators, p4.dtype, p4.device)
         tangents = torch.einsum("aij,bnj->abni", gens, p4) * mask[None, :, :, None].to(p4.dtype)
         if not self.options.random_signs:
@@ -147,7 +184,7 @@ class SealInfinitesimal(Penalty):
             squares = derivs.pow(2)
             per_event = squares.sum(0) if self.options.reduction == "sum" else squares.mean(0)
         else:
-            p4, mask = batch.p4, batch.mask
+            p4, mask = self.points(batch), batch.mask
             _, gens = select_generators(self.group, self.options.generators, p4.dtype, p4.device)
             xi = torch.randn(p4.shape[0], gens.shape[0], dtype=p4.dtype, device=p4.device)
             tangent = torch.einsum("ba,aij,bnj->bni", xi, gens, p4) * mask.unsqueeze(-1).to(p4.dtype)

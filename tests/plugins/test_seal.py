@@ -10,7 +10,7 @@ from torch import nn
 import symfw
 from symfw.core.errors import UsageError
 from symfw.core.interfaces import Batch, SymmetryGroup
-from symfw.core.kinematics import metric
+from symfw.core.kinematics import mdot, metric
 from symfw.plugins.lorentz_groups import Lorentz
 from symfw.plugins.seal_group import SPREAD_FLOOR, SealGroup
 from symfw.plugins.seal_infinitesimal import SealInfinitesimal
@@ -383,3 +383,24 @@ def test_relative_penalty_does_not_fall_when_the_output_shrinks(make):
     expected = value(model, relative=True) * c**2 * (var + SPREAD_FLOOR) / (c**2 * var + SPREAD_FLOOR)
     assert value(scaled, relative=True) == pytest.approx(expected, rel=1e-9)
     assert value(scaled, relative=True) > 0.5 * value(model, relative=True)  # var = 0.004 here
+
+
+def test_orbit_points_move_the_derivatives_to_random_boosts_of_the_events():
+    b, model = batch(), Smooth()
+    at_data = gamma_d()
+    torch.manual_seed(8)
+    on_orbit = gamma_d(orbit_rapidity=(0.5, 0.5))
+    points = on_orbit.points(b)
+    # every point is a Lorentz transform of its event: same masses, different momenta
+    torch.testing.assert_close(mdot(points, points), mdot(b.p4, b.p4), rtol=1e-9, atol=1e-6)
+    assert (points - b.p4).abs().amax() > 1.0
+    torch.manual_seed(8)
+    value = on_orbit(model, b)
+    moved = Batch(points, b.mask, b.label, b.weight)
+    torch.testing.assert_close(value, at_data(model, moved))  # Γ_δ at the moved events
+    assert at_data.points(b) is b.p4
+
+
+def test_bad_orbit_range_is_a_validation_error():
+    with pytest.raises(ValueError, match="orbit_rapidity"):
+        SealInfinitesimal.Options(orbit_rapidity=(1.0, 0.5))
