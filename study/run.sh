@@ -52,7 +52,8 @@ for study in $STUDIES; do
     step appC-pooling $SYMFW compare hybrid hybrid-concat-weighted hybrid-concat-weight-input hybrid-concat-context-input \
       --data zmumu --events "$SMALL" "${COMMON[@]}" --out "$OUT/appC-pooling" ;;
   seal)  # SEAL: AUC, invariance under boosts, and pT extrapolation (train below 50 GeV)
-    step seal $SYMFW compare pfn pfn-seal-group pfn-seal-infinitesimal --data zmumu --events "$SMALL" "${COMMON[@]}" --out "$OUT/seal"
+    step seal $SYMFW compare pfn pfn-seal-group pfn-seal-infinitesimal --data zmumu --events "$SMALL" --invariance \
+      "${COMMON[@]}" --out "$OUT/seal"
     step seal-invariance $SYMFW diagnose invariance "$OUT/seal" --events "$DIAG" --out "$OUT/seal-invariance" --quiet
     step seal-extrapolation $SYMFW compare pfn pfn-seal-group pfn-seal-infinitesimal --data zmumu --events "$LARGE" \
       --train-pt-max 50 "${COMMON[@]}" --out "$OUT/seal-extrapolation" ;;
