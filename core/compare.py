@@ -280,7 +280,7 @@ def run_compare(
     if grid is not None:
         trials = [results[i * len(grid) : (i + 1) * len(grid)] for i in range(len(specs))]
         results, selection = select_on_validation(trials, grid, names)
-        chosen = [selection["specs"][name]["trials"][grid.index(selection["specs"][name]["lr"])]["run"] for name in names]
+        chosen = [f"{name}/{lr_dirname(selection['specs'][name]['lr'])}" for name in names]
     summary = summarize(results, names)
     summary["selection"] = selection
     if invariance:

@@ -125,7 +125,8 @@ def test_compare_with_an_lr_grid_keeps_the_best_validation_run_per_spec(runner, 
     result = runner.invoke(
         cli,
         ["compare", "invariant", str(small_spec), "--data", str(toy_file), "--epochs", "2", "--seeds", "2",
-         "--batch-size", "64", "--lr-grid", "1e-4,3e-3", "--device", "cpu", "--out", str(out), "--quiet"],
+         "--batch-size", "64", "--lr-grid", "1e-4,3e-3", "--invariance", "--device", "cpu", "--out", str(out),
+         "--quiet"],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "compare.json").read_text())
@@ -144,6 +145,10 @@ def test_compare_with_an_lr_grid_keeps_the_best_validation_run_per_spec(runner, 
         chosen = json.loads((out / best["run"] / "results.json").read_text())["fractions"][0]
         assert row["final_test_auc"]["mean"] == pytest.approx(chosen["summary"]["final_test"]["auc"]["mean"])
     assert "learning rate chosen on validation" in result.stdout
+    # the invariance of the chosen runs' members: invariant is exactly invariant, the hybrid not
+    inv = summary["invariance"]["models"]
+    assert list(inv) == ["invariant", "small-hybrid"]
+    assert inv["invariant"]["summary"]["K·n̂"]["dlogit"] < 1e-9 < inv["small-hybrid"]["summary"]["K·n̂"]["dlogit"]
 
 
 def test_compare_with_invariance_reports_the_ratio_to_the_first_spec(runner, cli, toy_file, tmp_path):
