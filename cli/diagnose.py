@@ -30,22 +30,26 @@ def _floats(text: str, option: str) -> list[float]:
     return sorted(set(values))
 
 
-def _expand(targets: list[str]) -> list[str]:
-    """A ``symfw compare`` output folder stands for its runs, in the compared order."""
+def _expand(targets: list[str]) -> list[tuple[str, str | None]]:
+    """(target, label): a ``symfw compare`` output folder stands for its runs, in the compared
+    order (with a learning-rate grid, the chosen runs), labelled with their spec names."""
+    from symfw.core.compare import compared_runs
+
     out = []
     for target in targets:
         path = Path(target)
         if path.is_dir() and not (path / RUN_MARKER).is_file() and (path / "compare.json").is_file():
-            names = json.loads((path / "compare.json").read_text()).get("specs", [])
-            runs = [str(path / n) for n in names if (path / n / RUN_MARKER).is_file()]
+            summary = json.loads((path / "compare.json").read_text())
+            runs = [(str(path / run), name) for run, name in zip(compared_runs(summary), summary["specs"])
+                    if (path / run / RUN_MARKER).is_file()]
             if runs:
                 out.extend(runs)
                 continue
-        out.append(target)
+        out.append((target, None))
     return out
 
 
-def _load_target(target: str, *, fraction: float, best: bool, seed: int, reg):
+def _load_target(target: str, label: str | None, *, fraction: float, best: bool, seed: int, reg):
     """(label, spec, models, run settings or None) for a run directory or a spec/preset."""
     from symfw.core.model import build_model
     from symfw.core.spec import load_spec
@@ -60,7 +64,7 @@ def _load_target(target: str, *, fraction: float, best: bool, seed: int, reg):
         run = RunDir(path)
         models = load_members(path, fraction=fraction, best=best, registry=reg)
         spec = load_spec(path / "spec.toml", registry=reg)
-        return path.name or str(path), spec, models, run.settings()
+        return label or path.name or str(path), spec, models, run.settings()
     spec = load_spec(target, registry=reg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -145,7 +149,7 @@ def invariance(
     grid = _floats(parameters, "--rapidities")
     names = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
     reg = registry_with(registry)
-    loaded = [_load_target(t, fraction=fraction, best=best, seed=seed, reg=reg) for t in _expand(targets)]
+    loaded = [_load_target(t, label, fraction=fraction, best=best, seed=seed, reg=reg) for t, label in _expand(targets)]
     group = loaded[0][2][0].group
     n_rows = len(diagnostic_directions(group, names))  # unknown names: UsageError listing the known ones
     sample, where = _events(data, events, seed, loaded[0][3], reg)

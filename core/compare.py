@@ -192,6 +192,15 @@ def lr_dirname(lr: float) -> str:
     return f"lr-{lr:g}"
 
 
+def compared_runs(summary: dict[str, Any]) -> list[str]:
+    """Each compared spec's run folder, relative to the compare output (with a learning-rate grid:
+    the chosen learning rate's)."""
+    selection = summary.get("selection")
+    if not selection:
+        return list(summary["specs"])
+    return [f"{name}/{lr_dirname(selection['specs'][name]['lr'])}" for name in summary["specs"]]
+
+
 def invariance_summary(
     runs: Sequence[Path],
     names: Sequence[str],
@@ -276,16 +285,15 @@ def run_compare(
         runs, run_names, data, settings, out, executor=executor, resume=resume, device=device,
         vectorize=vectorize, registry=registry, on_epoch=on_epoch, on_task=on_task,
     )
-    selection, chosen = None, names
+    selection = None
     if grid is not None:
         trials = [results[i * len(grid) : (i + 1) * len(grid)] for i in range(len(specs))]
         results, selection = select_on_validation(trials, grid, names)
-        chosen = [f"{name}/{lr_dirname(selection['specs'][name]['lr'])}" for name in names]
     summary = summarize(results, names)
     summary["selection"] = selection
     if invariance:
         summary["invariance"] = invariance_summary(
-            [out / run for run in chosen], names, data, settings, registry=registry,
+            [out / run for run in compared_runs(summary)], names, data, settings, registry=registry,
             plot=out / "invariance.png" if plots else None,
         )
     if plots:

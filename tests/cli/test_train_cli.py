@@ -149,6 +149,12 @@ def test_compare_with_an_lr_grid_keeps_the_best_validation_run_per_spec(runner, 
     inv = summary["invariance"]["models"]
     assert list(inv) == ["invariant", "small-hybrid"]
     assert inv["invariant"]["summary"]["K·n̂"]["dlogit"] < 1e-9 < inv["small-hybrid"]["summary"]["K·n̂"]["dlogit"]
+    # diagnose reads the compare folder: the chosen runs, labelled by spec
+    diag = runner.invoke(cli, ["diagnose", "invariance", str(out), "--events", "50", "--json"])
+    assert diag.exit_code == 0, diag.output
+    models = json.loads(diag.stdout)["models"]
+    assert [m["label"] for m in models] == ["invariant", "small-hybrid"]
+    assert models[1]["summary"]["K·n̂"]["dlogit"] > 1e-9
 
 
 def test_compare_with_invariance_reports_the_ratio_to_the_first_spec(runner, cli, toy_file, tmp_path):
