@@ -7,7 +7,8 @@ from the spec's group: the compact generators J (rotations, Tᵀ = −T) and the
 (boosts) of the chosen subset are combined along a direction n̂, m̂ uniform on the unit sphere
 of their span ("uniform") or along one of them picked at random ("axis"); |y| and |φ| are
 uniform in the ``rapidity`` and ``angle`` ranges (default [0, 1] and [0, π], as the built-in
-groups' ``sample()``). Any group with ``generators()`` works, a third-party one included.
+groups' ``sample()``), or the boost velocity |β| = tanh|y| uniform in a ``beta`` range. Any
+group with ``generators()`` works, a third-party one included.
 
 Only real particles move: padded entries are passed through unchanged. Spurions are appended
 inside the model, after Λ has acted, so they are never transformed. f(x) is the training
@@ -124,12 +125,24 @@ class SealGroup(Penalty):
             "uniform", description="uniform: random direction in the span of the generators; axis: one generator at random."
         )
         rapidity: Range = Field((0.0, 1.0), description="Range of |rapidity| for boost-like generators.")
+        beta: Range = Field(
+            (0.0, 0.0),
+            description="Range of the boost velocity |β| = tanh|rapidity|, drawn uniformly in β; replaces rapidity "
+            "unless [0, 0] (the default: unused).",
+        )
         angle: Range = Field((0.0, math.pi), description="Range of |angle| (radians) for rotation-like generators.")
 
         @field_validator("rapidity", "angle")
         @classmethod
         def _range(cls, v: Range) -> Range:
             return check_range(v)
+
+        @field_validator("beta")
+        @classmethod
+        def _beta(cls, v: Range) -> Range:
+            if not (0 <= v[0] <= v[1] < 1):
+                raise ValueError("must be [low, high] with 0 <= low <= high < 1")
+            return v
 
     def __init__(self, options: "SealGroup.Options", group: SymmetryGroup):
         super().__init__(options, group)
@@ -141,9 +154,11 @@ class SealGroup(Penalty):
         _, gens = select_generators(self.group, self.options.generators, dtype, device)
         rotations = [g for g, c in zip(gens, self._compact) if c]
         boosts = [g for g, c in zip(gens, self._compact) if not c]
+        velocity = self.options.beta[1] > 0
+        boost_range = self.options.beta if velocity else self.options.rapidity
         parts = [
-            self._algebra(basis, bounds, n, dtype, device)
-            for basis, bounds in ((rotations, self.options.angle), (boosts, self.options.rapidity))
+            self._algebra(basis, bounds, n, dtype, device, velocity=v)
+            for basis, bounds, v in ((rotations, self.options.angle, False), (boosts, boost_range, velocity))
             if basis
         ]
         if not parts:
@@ -151,7 +166,9 @@ class SealGroup(Penalty):
         elements = torch.linalg.matrix_exp(torch.cat(parts)).unflatten(0, (len(parts), n))
         return elements[0] @ elements[1] if len(parts) == 2 else elements[0]
 
-    def _algebra(self, gens: list[torch.Tensor], bounds: Range, n: int, dtype, device) -> torch.Tensor:
+    def _algebra(self, gens: list[torch.Tensor], bounds: Range, n: int, dtype, device, velocity=False) -> torch.Tensor:
+        """(n, 4, 4) algebra elements: a direction in the span of ``gens`` times a size uniform in
+        ``bounds`` (with ``velocity``, uniform in β and the size is the rapidity atanh β)."""
         basis = torch.stack(gens)
         if self.options.direction == "uniform":
             direction = torch.randn(n, len(gens), dtype=dtype, device=device)
@@ -162,6 +179,8 @@ class SealGroup(Penalty):
             direction = torch.nn.functional.one_hot(pick, len(gens)).to(dtype) * sign
         low, high = bounds
         size = low + (high - low) * torch.rand(n, 1, dtype=dtype, device=device)
+        if velocity:
+            size = torch.atanh(size)
         return torch.einsum("na,aij->nij", direction * size, basis)
 
     def __call__(self, fn, batch: Batch) -> torch.Tensor:

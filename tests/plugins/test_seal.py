@@ -307,6 +307,12 @@ def test_sampled_elements_are_lorentz_and_follow_the_options():
     assert (moved == 1).all()  # each element boosts along exactly one axis
     rotations = gamma_g(generators=["Jx", "Jy", "Jz"]).sample(20)
     torch.testing.assert_close(rotations[:, 0], torch.tensor([1.0, 0, 0, 0], dtype=torch.float64).expand(20, 4))
+    # a β range: |β| = tanh|y| uniform in it (its quartiles, not those of the rapidity)
+    beta = gamma_g(generators=["Kz"], beta=(0.2, 0.9)).sample(4000)
+    b = (beta[:, 0, 3] / beta[:, 0, 0]).abs()
+    assert b.min() >= 0.2 - 1e-12 and b.max() <= 0.9 + 1e-12
+    torch.testing.assert_close(b.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)),
+                               torch.tensor([0.375, 0.55, 0.725], dtype=torch.float64), atol=0.02, rtol=0)
 
 
 # --------------------------------------------------------------------------- bad options
@@ -326,6 +332,8 @@ def test_bad_ranges_are_refused():
         SealGroup.Options(rapidity=(2.0, 1.0))
     with pytest.raises(ValidationError):
         SealGroup.Options(angle=(-1.0, 1.0))
+    with pytest.raises(ValidationError, match="beta"):
+        SealGroup.Options(beta=(0.5, 1.0))  # β = 1 is no Lorentz boost
 
 
 def test_negative_lambda_through_the_cli_is_exit_2(runner, cli):
