@@ -42,13 +42,13 @@ def step_fn(model, opt, batch, penalty):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with shared_batch_statistics(model) as reusing:
+        with shared_batch_statistics(model) as shared:
             logits = model(batch.p4, batch.mask)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label, weight=batch.weight)
             if penalty is not None:
 
                 def fn(p4, mask):
-                    with reusing():
+                    with shared.reusing():
                         return model(p4, mask)
 
                 given = Batch(batch.p4, batch.mask, batch.label, batch.weight, logits=logits)

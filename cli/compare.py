@@ -74,7 +74,7 @@ def selection_table(selection: dict[str, Any] | None) -> Table | None:
     """The learning-rate trials of every spec and the one chosen on validation."""
     if not selection:
         return None
-    table = Table(title="learning rate chosen on validation (mean best-epoch val AUC per trial)", title_justify="left")
+    table = Table(title="learning rate chosen on validation (mean final-epoch val AUC per trial)", title_justify="left")
     table.add_column("spec")
     for lr in selection["grid"]:
         table.add_column(f"lr {lr:g}", justify="right")

@@ -40,7 +40,7 @@ def _expand(targets: list[str]) -> list[tuple[str, str | None]]:
         path = Path(target)
         if path.is_dir() and not (path / RUN_MARKER).is_file() and (path / "compare.json").is_file():
             summary = json.loads((path / "compare.json").read_text())
-            runs = [(str(path / run), name) for run, name in zip(compared_runs(summary), summary["specs"])
+            runs = [(str(path / run), name) for run, name in zip(compared_runs(summary), summary.get("specs", []))
                     if (path / run / RUN_MARKER).is_file()]
             if runs:
                 out.extend(runs)

@@ -18,7 +18,7 @@ per fraction; with a pT cut, the extrapolation metrics below and above it.
 **Learning rate chosen on validation** (``lr_grid``): every spec is trained once per learning
 rate of the grid — the same grid, so the same budget, for every spec — into
 ``OUT/<spec name>/lr-<lr>/``; for each spec the learning rate with the highest validation AUC
-(the members' best-epoch validation AUC, averaged over members, at the largest training fraction)
+(the members' final-epoch validation AUC, averaged over members, at the largest training fraction)
 is kept, and only that run enters the table. The test split plays no part in the choice;
 ``compare.json`` records every trial's validation AUC under ``selection``.
 
@@ -152,8 +152,10 @@ def _with_lr(spec: Spec, lr: float) -> Spec:
 
 
 def validation_score(result: dict[str, Any]) -> float:
-    """What the learning-rate choice maximises: the members' best-epoch validation AUC, averaged."""
-    aucs = [m["best"]["val"]["auc"] if m["best"]["val"] else None for m in _main_fraction(result)["members"]]
+    """What the learning-rate choice maximises: the members' final-epoch validation AUC, averaged
+    (the state the headline "final test AUC" is measured on; a best-epoch maximum would favour
+    runs that peak early by chance)."""
+    aucs = [m["final"]["val"]["auc"] for m in _main_fraction(result)["members"]]
     aucs = [a for a in aucs if a is not None and math.isfinite(a)]
     return float(np.mean(aucs)) if aucs else -math.inf
 
@@ -162,6 +164,9 @@ def check_lr_grid(lr_grid: Sequence[float]) -> list[float]:
     grid = sorted(set(float(lr) for lr in lr_grid))
     if not grid or any(not (math.isfinite(lr) and lr > 0) for lr in grid):
         raise UsageError(f"the learning-rate grid needs positive finite numbers, got {list(lr_grid)}")
+    folders = [lr_dirname(lr) for lr in grid]
+    if len(set(folders)) < len(folders):
+        raise UsageError(f"the learning-rate grid has values too close to tell apart ({', '.join(folders)})")
     return grid
 
 
@@ -182,7 +187,7 @@ def select_on_validation(
             ],
         }
     return chosen, {
-        "criterion": "best-epoch validation AUC, mean over members (largest training fraction)",
+        "criterion": "final-epoch validation AUC, mean over members (largest training fraction)",
         "grid": list(grid),
         "specs": selection,
     }
@@ -195,10 +200,10 @@ def lr_dirname(lr: float) -> str:
 def compared_runs(summary: dict[str, Any]) -> list[str]:
     """Each compared spec's run folder, relative to the compare output (with a learning-rate grid:
     the chosen learning rate's)."""
-    selection = summary.get("selection")
+    selection, specs = summary.get("selection"), summary.get("specs", [])
     if not selection:
-        return list(summary["specs"])
-    return [f"{name}/{lr_dirname(selection['specs'][name]['lr'])}" for name in summary["specs"]]
+        return list(specs)
+    return [f"{name}/{lr_dirname(selection['specs'][name]['lr'])}" for name in specs]
 
 
 def invariance_summary(

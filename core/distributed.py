@@ -19,7 +19,9 @@ Each process (rank) reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LO
   ``world_size · Σ_{i∈r} w_i·BCE_i / Σ_{i∈batch} w_i``, so the average is exactly the weighted
   BCE of the global batch (the single-process loss), whatever the event weights. A penalty (a
   mean over the rank's events) is scaled the same way by the rank's share of the batch's weight
-  (or of its events, for an unweighted penalty), so penalised training matches one process too.
+  (or of its events, for an unweighted penalty), so penalised training matches one process too —
+  for penalties that are means over events, as the interface asks (not SEAL's ``relative``
+  option, which divides by each rank's own output variance).
 - **Batch norm.** :func:`convert_sync_batchnorm` replaces ``nn.BatchNorm1d`` and
   :class:`~symfw.core.nn.MaskedBatchNorm` by versions that compute the batch statistics over the
   global batch (one ``torch.distributed`` all-reduce per layer of every rank's count, mean and
@@ -368,7 +370,7 @@ def _train_epoch(
         mine = idx[lo:hi]
         w_batch = tensors.weight[idx].sum().clamp_min(1e-30)
         p4, mask, label, weight = tensors.p4[mine], tensors.mask[mine], tensors.label[mine], tensors.weight[mine]
-        with shared_batch_statistics(model) as reusing:
+        with shared_batch_statistics(model) as shared:
             logits = ddp(p4, mask)
             wbce = (F.binary_cross_entropy_with_logits(logits, label, reduction="none") * weight).sum()
             loss = wbce * (info.world_size / w_batch)
@@ -378,10 +380,10 @@ def _train_epoch(
                 def fn(x, m=None, _model=model):
                     if m is None:
                         m = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-                    with reusing():
+                    with shared.reusing():
                         return _model(x, m)
 
-                batch = Batch(p4=p4, mask=mask, label=label, weight=weight, logits=logits)
+                batch = Batch(p4=p4, mask=mask, label=label, weight=weight, logits=logits if shared.exact else None)
                 # a penalty is a (weighted) mean over this rank's events: scaled by the rank's share
                 # of the global batch, the ranks' average is the mean over the global batch
                 shares = {True: weight.sum() / w_batch, False: (hi - lo) / (stop - start)}

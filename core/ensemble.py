@@ -38,7 +38,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from .interfaces import Batch, Penalty
 from .metrics import weighted_bce_with_logits
 from .model import SymfwModel, build_model
-from .nn import shared_batch_statistics
+from .nn import SharedBatchStatistics, shared_batch_statistics
 from .spec import Spec
 
 State = tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
@@ -109,26 +109,26 @@ class Ensemble:
         params, buffers = state if state is not None else (self.params, self.buffers)
         return {k: v[m] for k, v in params.items()}, {k: v[m] for k, v in buffers.items()}
 
-    def penalty_fn(self, params, buffers, reusing) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def penalty_fn(self, params, buffers, shared: SharedBatchStatistics) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
         """One member as a function (p4, mask) → logits, normalised with the step's recorded statistics."""
 
         def fn(p4, mask=None):
             if mask is None:
                 mask = torch.ones(p4.shape[:2], dtype=torch.bool, device=p4.device)
-            with reusing():
+            with shared.reusing():
                 return self._call(params, buffers, p4, mask)
 
         return fn
 
     # -- training ----------------------------------------------------------------------------
     def _member_loss(self, params, buffers, p4, mask, label, weight, terms: Sequence[PenaltyTerm]):
-        with shared_batch_statistics(self.base) as reusing:
+        with shared_batch_statistics(self.base) as shared:
             logits = self._call(params, buffers, p4, mask)
             loss = weighted_bce_with_logits(logits, label, weight)
             penalty = torch.zeros((), dtype=loss.dtype, device=loss.device)
             if terms:
-                fn = self.penalty_fn(params, buffers, reusing)
-                batch = Batch(p4=p4, mask=mask, label=label, weight=weight, logits=logits)
+                fn = self.penalty_fn(params, buffers, shared)
+                batch = Batch(p4=p4, mask=mask, label=label, weight=weight, logits=logits if shared.exact else None)
                 for term in terms:
                     penalty = penalty + term.lam * term.penalty(fn, batch)
         return loss + penalty, loss.detach(), penalty.detach()

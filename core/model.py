@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .interfaces import Encoder, Particles
-from .nn import MLP, hidden_neurons, n_parameters
+from .nn import MLP, hidden_neurons, n_parameters, share_statistics
 from .registry import Registry, get_registry
 from .spec import Spec, Subnet
 
@@ -141,5 +141,9 @@ class SymfwModel(nn.Module):
 
 
 def build_model(spec: Spec, registry: Registry | None = None) -> SymfwModel:
-    """Assemble the model a spec describes (float32, training mode)."""
-    return SymfwModel(spec, registry)
+    """Assemble the model a spec describes (float32, training mode).
+
+    Plain ``nn.BatchNorm1d`` layers of plugins become symfw's subclass of it (same parameters and
+    outputs) that can share its batch statistics with penalty passes (:mod:`symfw.core.nn`).
+    """
+    return share_statistics(SymfwModel(spec, registry))

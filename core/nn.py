@@ -8,7 +8,7 @@ so the model can count its hidden neurons.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -66,12 +66,14 @@ def _update_running(norm: nn.Module, mean: torch.Tensor, var: torch.Tensor, coun
 
 
 class BatchNorm1d(SharedStatistics, nn.BatchNorm1d):
-    """``nn.BatchNorm1d`` on (B, F) inputs that can share its batch statistics (:class:`SharedStatistics`)."""
+    """``nn.BatchNorm1d`` on (B, C) or (B, C, L) inputs that can share its batch statistics
+    (:class:`SharedStatistics`); otherwise exactly torch's."""
 
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mean, biased variance and count of the batch."""
-        count = torch.tensor(float(x.shape[0]), dtype=x.dtype, device=x.device)
-        return x.mean(0), x.var(0, unbiased=False), count
+        """Mean, biased variance and count per channel of the batch."""
+        flat = x if x.dim() == 2 else x.transpose(1, 2).reshape(-1, x.shape[1])
+        count = torch.tensor(float(flat.shape[0]), dtype=x.dtype, device=x.device)
+        return flat.mean(0), flat.var(0, unbiased=False), count
 
     def local_statistics(self) -> bool:
         """Whether :meth:`moments` is this batch's own (torch's batch norm then does the pass)."""
@@ -87,8 +89,28 @@ class BatchNorm1d(SharedStatistics, nn.BatchNorm1d):
             if self.track_running_stats:
                 _update_running(self, mean, var, count)
             self._record(mean, var)
-        out = (x - mean) / torch.sqrt(var + self.eps)
-        return out * self.weight + self.bias if self.affine else out
+        shape = (1, -1) + (1,) * (x.dim() - 2)  # the channel axis is 1
+        out = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
+        return out * self.weight.reshape(shape) + self.bias.reshape(shape) if self.affine else out
+
+
+def share_statistics(module: nn.Module) -> nn.Module:
+    """Replace every plain ``nn.BatchNorm1d`` of ``module`` (in place) by symfw's
+    :class:`BatchNorm1d` — a subclass with the same parameters, buffers and outputs — so that a
+    plugin's batch norm shares its statistics with penalty passes too."""
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is nn.BatchNorm1d:
+                new = BatchNorm1d(child.num_features, eps=child.eps, momentum=child.momentum, affine=child.affine,
+                                  track_running_stats=child.track_running_stats)
+                state = child.state_dict()
+                floats = [v for v in state.values() if v.is_floating_point()]
+                if floats:  # before loading: no rounding
+                    new.to(device=floats[0].device, dtype=floats[0].dtype)
+                new.load_state_dict(state)
+                new.train(child.training)
+                setattr(parent, name, new)
+    return module
 
 
 class MaskedBatchNorm(SharedStatistics, nn.Module):
@@ -129,48 +151,59 @@ class MaskedBatchNorm(SharedStatistics, nn.Module):
         return ((x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias) * m
 
 
-@contextlib.contextmanager
-def shared_batch_statistics(module: nn.Module) -> Iterator[Callable[[], contextlib.AbstractContextManager]]:
-    """Let later passes of ``module`` normalise exactly as its training pass did.
+class SharedBatchStatistics:
+    """What :func:`shared_batch_statistics` yields: ``reusing()`` for the penalty passes, and
+    ``exact`` — whether every batch norm of the module shares its statistics, so that a pass on
+    the training batch inside ``reusing()`` reproduces the training pass's output exactly."""
 
-    Inside the block, every training-mode pass records its batch-norm statistics; passes made
-    inside the yielded ``reusing()`` context normalise with the last recorded ones and move no
-    running statistic. This is how the trainer evaluates penalties: f(Λx) is normalised with the
-    statistics of the clean batch x (as f(x) itself), so transformed events never shape the
-    normalisation — a model cannot learn to go flat when a batch looks boosted — and a penalty may
-    reuse the training pass's logits. Norm layers without :class:`SharedStatistics` (a plugin's own
-    ``nn.BatchNorm1d``) use their running statistics inside ``reusing()``. Recorded statistics are
-    dropped on leaving the block.
-    """
-    shared = [m for m in module.modules() if isinstance(m, SharedStatistics)]
-    foreign = [
-        m for m in module.modules()
-        if not isinstance(m, SharedStatistics) and hasattr(m, "running_mean") and hasattr(m, "track_running_stats")
-    ]
-
-    def set_mode(mode):
-        for m in shared:
-            m.stats_mode = mode
+    def __init__(self, module: nn.Module):
+        self.shared = [m for m in module.modules() if isinstance(m, SharedStatistics)]
+        self.foreign = [
+            m for m in module.modules()
+            if not isinstance(m, SharedStatistics) and hasattr(m, "running_mean") and hasattr(m, "track_running_stats")
+        ]
+        self.exact = not self.foreign
 
     @contextlib.contextmanager
-    def reusing() -> Iterator[None]:
-        training = [m.training for m in foreign]
-        set_mode("reuse")
-        for m in foreign:
+    def reusing(self) -> Iterator[None]:
+        """Passes normalise with the recorded statistics (other norms: their running ones)."""
+        modes = [m.stats_mode for m in self.shared]
+        training = [m.training for m in self.foreign]
+        for m in self.shared:
+            m.stats_mode = "reuse"
+        for m in self.foreign:
             m.training = False
         try:
             yield
         finally:
-            set_mode("record")
-            for m, flag in zip(foreign, training):
+            for m, mode in zip(self.shared, modes):
+                m.stats_mode = mode
+            for m, flag in zip(self.foreign, training):
                 m.training = flag
 
-    set_mode("record")
+
+@contextlib.contextmanager
+def shared_batch_statistics(module: nn.Module) -> Iterator[SharedBatchStatistics]:
+    """Let later passes of ``module`` normalise exactly as its training pass did.
+
+    Inside the block, every training-mode pass records its batch-norm statistics; passes made
+    inside the yielded object's ``reusing()`` normalise with the last recorded ones and move no
+    running statistic. This is how the trainer evaluates penalties: f(Λx) is normalised with the
+    statistics of the clean batch x (as f(x) itself), so transformed events never shape the
+    normalisation — a model cannot learn to go flat when a batch looks boosted — and a penalty may
+    reuse the training pass's logits. :func:`~symfw.core.model.build_model` gives every model
+    symfw's batch norms (:func:`share_statistics`); other norm layers (e.g. a plugin's
+    ``BatchNorm2d``) use their running statistics inside ``reusing()``, and the yielded ``exact``
+    is then false. Recorded statistics are dropped on leaving the block.
+    """
+    shared = SharedBatchStatistics(module)
+    for m in shared.shared:
+        m.stats_mode = "record"
     try:
-        yield reusing
+        yield shared
     finally:
-        set_mode(None)
-        for m in shared:
+        for m in shared.shared:
+            m.stats_mode = None
             m.recorded = None
 
 

@@ -54,6 +54,7 @@ def one_line_exit_2(result, starts):
         (["compare", "pfn", "hybrid", "--device", "gpu"], "Error: --device must be cpu, cuda or auto, got 'gpu'"),
         (["compare", "pfn", "hybrid", "--lr-grid", "1e-3,x"], "Error: --lr-grid: 'x' is not a number"),
         (["compare", "pfn", "hybrid", "--lr-grid", "1e-3,0"], "Error: the learning-rate grid needs positive finite"),
+        (["compare", "pfn", "hybrid", "--lr-grid", "1e-3,1.0000001e-3"], "Error: the learning-rate grid has values too"),
         (["compare", "pfn", "hybrid", "--lr-grid", "1e-3", "--lr", "1e-3"], "Error: --lr and --lr-grid exclude"),
     ],
 )
@@ -138,7 +139,7 @@ def test_compare_with_an_lr_grid_keeps_the_best_validation_run_per_spec(runner, 
         for t in trials:  # every trial is a complete run of its own, trained at its learning rate
             results = json.loads((out / t["run"] / "results.json").read_text())["fractions"][0]
             assert results["lr"] == t["lr"]
-            val = [m["best"]["val"]["auc"] for m in results["members"]]
+            val = [m["final"]["val"]["auc"] for m in results["members"]]
             assert t["val_auc"] == pytest.approx(sum(val) / len(val))
         best = max(trials, key=lambda t: t["val_auc"])
         assert selection["specs"][row["spec"]]["lr"] == best["lr"] == row["lr"]

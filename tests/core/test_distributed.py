@@ -61,10 +61,11 @@ def forbid_writes():
 # --------------------------------------------------------------------------- spawned ranks
 
 
-def penalised():
+def penalised(weighted=True):
     """A small PFN with a deterministic Γ_δ (exact over the generators, no random signs)."""
     spec = small("pfn-seal-infinitesimal")
-    penalty = spec.penalties[0].model_copy(update={"options": {"random_signs": False}, "lam": 0.1})
+    options = {"random_signs": False, "weighted": weighted}
+    penalty = spec.penalties[0].model_copy(update={"options": options, "lam": 0.1})
     return spec.model_copy(update={"penalties": [penalty]})
 
 
@@ -83,7 +84,8 @@ def main_rank(killed_out, full_out):
         resumed = D.run_training_ddp(small(), data, SETTINGS, killed_out, resume=True, dtype=torch.float64, info=info)
         full = D.run_training_ddp(small(), data, SETTINGS, full_out, dtype=torch.float64, info=info)
         f32 = D.run_training_ddp(small(), data, SETTINGS, None, dtype=torch.float32, info=info)
-        pen = D.run_training_ddp(penalised(), data, SETTINGS, None, dtype=torch.float64, info=info)
+        pen = {w: D.run_training_ddp(penalised(w), data, SETTINGS, None, dtype=torch.float64, info=info)
+               for w in (True, False)}
     return {"resumed": resumed, "full": full, "f32": f32, "penalised": pen, "world_size": info.world_size}
 
 
@@ -130,11 +132,13 @@ def test_two_ranks_agree_with_one_process_of_the_same_global_batch_float64(two_r
     assert values[1]["full"] == ddp  # every rank returns the same results
 
 
-def test_penalised_training_on_two_ranks_agrees_with_one_process_float64(two_ranks):
-    # penalty passes normalise with the recorded global-batch statistics on every rank, so the
-    # ranks' penalty shares average to the single-process penalty of the global batch
+@pytest.mark.parametrize("weighted", [True, False], ids=["weighted", "unweighted"])
+def test_penalised_training_on_two_ranks_agrees_with_one_process_float64(two_ranks, weighted):
+    # penalty passes normalise with the recorded global-batch statistics on every rank, and each
+    # rank's penalty is scaled by its share of the batch's weight (or events), so the ranks'
+    # shares average to the single-process penalty of the global batch
     _, _, values = two_ranks
-    ddp, one = values[0]["penalised"], single(torch.float64, penalised())
+    ddp, one = values[0]["penalised"][weighted], single(torch.float64, penalised(weighted))
     for a, b in zip(curves(ddp), curves(one)):
         torch.testing.assert_close(torch.tensor(a, dtype=torch.float64), torch.tensor(b, dtype=torch.float64),
                                    atol=1e-9, rtol=0)

@@ -97,10 +97,11 @@ def test_penalty_passes_normalise_with_the_clean_batch_and_move_no_running_stats
     params, buffers = ens._slice(0)
     batch = member_batch(1, dtype=torch.float64)
     p4, mask = batch.p4[0], batch.mask[0]
-    with shared_batch_statistics(ens.base) as reusing:
+    with shared_batch_statistics(ens.base) as shared:
+        assert shared.exact  # every norm of a built model shares its statistics
         logits = ens._call(params, buffers, p4, mask)  # the training pass records its statistics
         after_training = {k: v.clone() for k, v in buffers.items()}
-        fn = ens.penalty_fn(params, buffers, reusing)
+        fn = ens.penalty_fn(params, buffers, shared)
         # f(x) in a penalty is exactly the training pass's output
         torch.testing.assert_close(fn(p4, mask), logits, rtol=0, atol=1e-12)
         # events are normalised with the clean batch's statistics: an event's output does not
@@ -119,16 +120,72 @@ def test_penalty_passes_normalise_with_the_clean_batch_and_move_no_running_stats
 
 
 def test_foreign_batch_norm_uses_running_statistics_in_penalty_passes():
-    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).double().train()
+    # a norm layer symfw does not know (here torch's BatchNorm2d on (B, 4, 1, 1))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 4), torch.nn.Unflatten(1, (4, 1, 1)), torch.nn.BatchNorm2d(4), torch.nn.Flatten()
+    ).double().train()
     x = torch.randn(32, 3, dtype=torch.float64)
-    with shared_batch_statistics(model) as reusing:
-        model(x)
-        with reusing():
-            assert not model[1].training
-            out = model(x[:5] * 3)
-        assert model[1].training
-    expected = model.eval()(x[:5] * 3)
-    torch.testing.assert_close(out, expected)
+    run = model
+
+    with shared_batch_statistics(model) as shared:
+        assert not shared.exact
+        run(x)
+        with shared.reusing():
+            assert not model[2].training
+            out = run(x[:5] * 3)
+            with shared.reusing():  # nested: restored to the outer mode on exit
+                pass
+            assert not model[2].training
+        assert model[2].training
+    model.eval()
+    torch.testing.assert_close(out, run(x[:5] * 3))
+
+
+@pytest.mark.parametrize("share", [True, False], ids=["swapped", "foreign"])
+def test_a_plugins_plain_batchnorm1d_shares_statistics_after_build(share):
+    # an exactly invariant model with torch's nn.BatchNorm1d: Γ_G must be zero with the training
+    # logits handed over (f(x) and f(Λx) normalised alike)
+    from symfw.core.nn import BatchNorm1d, share_statistics
+    from symfw.core.kinematics import mdot
+    from symfw.plugins.lorentz_groups import Lorentz
+    from symfw.plugins.seal_group import SealGroup
+
+    class MassNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 1))
+
+        def forward(self, p4, mask):
+            total = (p4 * mask.unsqueeze(-1)).sum(1)
+            return self.net(mdot(total, total).unsqueeze(-1) / 1e4).squeeze(-1)
+
+    torch.manual_seed(0)
+    model = MassNet().double().train()
+    if share:
+        share_statistics(model)
+        assert type(model.net[1]) is BatchNorm1d
+    batch = member_batch(1, dtype=torch.float64)
+    p4, mask = batch.p4[0], batch.mask[0]
+    with shared_batch_statistics(model) as shared:
+        assert shared.exact == share
+        logits = model(p4, mask)
+
+        def fn(x, m):
+            with shared.reusing():
+                return model(x, m)
+
+        given = Batch(p4, mask, batch.label[0], batch.weight[0], logits=logits if shared.exact else None)
+        value = SealGroup(SealGroup.Options(), Lorentz())(fn, given)
+    assert float(value) < 1e-20  # unswapped: no logits handed over, f(x) and f(Λx) both via fn
+    if not share:
+        return
+    # and the swap changed nothing else: same outputs as torch's layer in training and eval mode
+    torch.manual_seed(1)
+    plain = MassNet().double().train()
+    torch.manual_seed(1)
+    swapped = share_statistics(MassNet()).double().train()
+    torch.testing.assert_close(swapped(p4, mask), plain(p4, mask), rtol=0, atol=0)
+    torch.testing.assert_close(swapped.eval()(p4, mask), plain.eval()(p4, mask), rtol=0, atol=0)
 
 
 class ItemPenalty(Penalty):
@@ -207,8 +264,8 @@ def test_per_event_gradient_penalty_in_training_equals_the_jvp_one():
     values = {}
     for method in ("jvp", "gradient"):
         penalty = SealInfinitesimal(SealInfinitesimal.Options(method=method, random_signs=False), Lorentz())
-        with shared_batch_statistics(ens.base) as reusing:
+        with shared_batch_statistics(ens.base) as shared:
             ens._call(params, buffers, batch.p4[0], batch.mask[0])
-            values[method] = penalty(ens.penalty_fn(params, buffers, reusing), Batch(
+            values[method] = penalty(ens.penalty_fn(params, buffers, shared), Batch(
                 batch.p4[0], batch.mask[0], batch.label[0], batch.weight[0]))
     torch.testing.assert_close(values["gradient"], values["jvp"], rtol=1e-10, atol=0)
