@@ -246,7 +246,7 @@ def compare(
         for s in specs
     ]
     events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg)
-    progress = EpochProgress(quiet) if runner.in_process else TaskProgress(quiet, f"training tasks ({runner.name})")
+    progress = EpochProgress(quiet, show_lr=grid is not None) if runner.in_process else TaskProgress(quiet, f"training tasks ({runner.name})")
     with progress:
         summary = run_compare(
             loaded, events_data, settings, out, resume=resume, device=dev, vectorize=mode, registry=reg,

@@ -94,15 +94,16 @@ def load_data(source: str, events: int | None, seed: int, quiet: bool, registry)
 
 
 class EpochProgress:
-    """A rich progress bar per (spec, fraction): member-epochs done, mean validation AUC."""
+    """A rich progress bar per (spec, fraction[, learning rate]): member-epochs done, mean validation AUC."""
 
-    def __init__(self, quiet: bool):
+    def __init__(self, quiet: bool, show_lr: bool = False):
         self.progress = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
             console=err_console, disable=quiet,
         )
-        self.tasks: dict[tuple[str, float], Any] = {}
+        self.tasks: dict[tuple[str, float, float | None], Any] = {}
+        self.show_lr = show_lr
 
     def __enter__(self):
         self.progress.__enter__()
@@ -112,10 +113,12 @@ class EpochProgress:
         return self.progress.__exit__(*exc)
 
     def __call__(self, record: dict[str, Any]) -> None:
-        key = (record["spec"], record["fraction"])
+        lr = record.get("lr") if self.show_lr else None
+        key = (record["spec"], record["fraction"], lr)
         n = len(record["members"])
         if key not in self.tasks:
             label = f"{record['spec']}" + (f" f={record['fraction']:g}" if record["fraction"] != 1 else "")
+            label += f" lr={lr:g}" if lr is not None else ""
             self.tasks[key] = self.progress.add_task(f"{label} ×{n}", total=record["epochs"] * n, status="")
         aucs = [m["val"]["auc"] for m in record["members"] if m["val"]["auc"] is not None]
         status = f"epoch {record['epoch']}/{record['epochs']}  val AUC {sum(aucs) / len(aucs):.4f}" if aucs else ""

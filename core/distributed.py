@@ -540,7 +540,8 @@ def train_ensemble_ddp(
                 if on_epoch is not None:
                     on_epoch(
                         {"epoch": epoch + 1, "epochs": cfg.epochs, "member": m, "n_members": n_members,
-                         "members": [history[epoch]["members"][-1]], "spec": spec.name, "fraction": job.split.fraction}
+                         "members": [history[epoch]["members"][-1]], "spec": spec.name, "fraction": job.split.fraction,
+                         "lr": cfg.lr}
                     )
 
     def final() -> dict[str, Any]:

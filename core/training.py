@@ -380,7 +380,8 @@ def train_ensemble(
                 )
                 directory.write_metrics(history)
             if on_epoch is not None:
-                on_epoch({**record, "epochs": cfg.epochs, "spec": spec.name, "fraction": job.split.fraction})
+                on_epoch({**record, "epochs": cfg.epochs, "spec": spec.name, "fraction": job.split.fraction,
+                          "lr": cfg.lr})
 
     results = _final_results(job, ens, tensors, history, best_state, best_epoch, train_time, mode, mode_reason)
     if directory is not None:
