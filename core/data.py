@@ -163,6 +163,9 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
             fail("weight: contains NaN or inf")
         if (weight < 0).any():
             fail("weight: negative weights are not supported")
+        for cls, name in ((1, "signal"), (0, "background")):
+            if not weight[label == cls].sum() > 0:
+                fail(f"weight: the {name} events have zero total weight")
 
     p4_true = arrays.get("p4_true")
     if p4_true is not None:
@@ -335,6 +338,8 @@ def make_split(
     for name, part in (("train", train), ("validation", val), ("test", test)):
         if len(part) == 0:
             raise DataError(f"the {name} split is empty; use more events")
+        if len(np.unique(labels[part])) < 2:
+            raise DataError(f"the {name} split holds only one class; use more events")
     return Split(train, val, test, seed, tuple(float(f) for f in fractions))
 
 
@@ -387,4 +392,7 @@ def resolve_data(
         if n_events < 1:
             raise DataError(f"--events must be >= 1, got {n_events}")
         data = data.subset(np.arange(min(n_events, len(data))))
+        if len(np.unique(data.label)) < 2:
+            raise DataError(f"{source}: the first {n_events} events hold only one class; use more events "
+                            "(or shuffle the file)")
     return data

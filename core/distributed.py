@@ -82,9 +82,10 @@ from .training import (
     adamw,
     batch_order,
     batches,
-    derive_seed,
+    check_data_fits,
     lam_at,
     member_seeds,
+    penalty_seed,
     penalty_terms,
     prepare_split,
 )
@@ -494,7 +495,7 @@ def train_ensemble_ddp(
                 opt.load_state_dict(opt_state)
             for epoch in range(first_epoch if m == first else 0, cfg.epochs):
                 t0 = time.perf_counter()
-                torch.manual_seed(derive_seed(job.base_seed, 2, epoch))
+                torch.manual_seed(penalty_seed([job.seeds[m]], epoch))
                 terms = [PenaltyTerm(ref.name, pen, lam_at(ref, epoch)) for ref, pen in penalties]
                 order = batch_order(train_idx, [job.seeds[m]], epoch, device)[0]
                 loss, pen, _ = _train_epoch(ddp, model, opt, tensors, order, steps, terms, info)
@@ -574,6 +575,7 @@ def run_training_ddp(
     """
     info = info or current()
     split = prepare_split(data, settings)
+    check_data_fits(spec, data, registry)
     data_record = {"data": data.describe(), "split": split.describe()}
     run = RunDir(Path(out)) if out is not None else None
     if run is not None:

@@ -49,6 +49,7 @@ from .training import (
     RunSettings,
     Tensors,
     _final_results,
+    check_data_fits,
     member_seeds,
     prepare_split,
     resolve_device,
@@ -411,6 +412,8 @@ def train_specs(
     split = prepare_split(data, settings)
     data_record = {"data": data.describe(), "split": split.describe()}
     runs = [RunDir(out / name) for name in names]
+    for spec in specs:
+        check_data_fits(spec, data, registry)
     for spec, run in zip(specs, runs):
         run.start(spec, settings.record(), data_record, resume)
     tasks = plan_tasks(specs, runs, names, settings, executor.split_members, device, vectorize)

@@ -72,6 +72,8 @@ class RunSettings:
     def __post_init__(self):
         if self.seeds < 1:
             raise UsageError(f"--seeds must be >= 1, got {self.seeds}")
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed must be in [0, 2^32), got {self.seed}")
         if not self.fractions:
             raise UsageError("--fractions: give at least one fraction")
         for f in self.fractions:
@@ -94,6 +96,12 @@ class RunSettings:
 def derive_seed(*parts: int) -> int:
     """A 31-bit seed derived from integers (NumPy's SeedSequence hashing)."""
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0] >> 1)
+
+
+def penalty_seed(seeds: Sequence[int], epoch: int) -> int:
+    """Seed of the random draws of penalties in ``epoch`` for the members ``seeds`` trained together
+    (members trained as separate tasks draw independently)."""
+    return derive_seed(*seeds, 2, epoch)
 
 
 def member_seeds(base_seed: int, n: int) -> list[int]:
@@ -154,6 +162,26 @@ def restrict_pt(split: Split, lead_pt: np.ndarray, pt_max: float, labels: np.nda
                 f"{'no events' if len(part) == 0 else 'only one class'}; raise the cut or use more events"
             )
     return Split(train, val, split.test, split.seed, split.fractions, split.fraction)
+
+
+def check_data_fits(spec: Spec, data: EventData, registry=None) -> None:
+    """One untrained pass of ``spec``'s model on two events: a model that cannot take the data (a
+    fixed-size model and events with another number of particles) is a DataError before anything
+    is written."""
+    from .model import build_model
+
+    with torch.random.fork_rng(devices=[]):
+        model = build_model(spec, registry).eval()
+    t = data.subset(np.arange(min(2, len(data)))).tensors()
+    try:
+        with torch.no_grad():
+            model(t["p4"], t["mask"])
+    except Exception as exc:  # noqa: BLE001 - any failure here is a mismatch of model and data
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(
+            f"spec '{spec.name}' (n_particles = {spec.n_particles}) cannot take these events with "
+            f"{data.p4.shape[1]} particle slots: {detail}"
+        ) from None
 
 
 def penalty_terms(spec: Spec, group, registry=None) -> list[tuple[PenaltyRef, Any]]:
@@ -314,6 +342,7 @@ def train_ensemble(
         mode, mode_reason = ckpt["mode"], ckpt["mode_reason"]
         best_state = (ckpt["best"]["params"], ckpt["best"]["buffers"])
         best_auc, best_epoch = list(ckpt["best"]["auc"]), list(ckpt["best"]["epoch"])
+        directory.write_metrics(history)  # a kill between the checkpoint and this file loses nothing
     else:
         history, start_epoch, train_time = [], 0, 0.0
         mode, mode_reason = "vectorized", None
@@ -334,7 +363,7 @@ def train_ensemble(
     with torch.random.fork_rng(devices=rng_devices):
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.perf_counter()
-            torch.manual_seed(derive_seed(job.base_seed, 2, epoch))
+            torch.manual_seed(penalty_seed(job.seeds, epoch))
             terms = [PenaltyTerm(ref.name, pen, lam_at(ref, epoch)) for ref, pen in penalties]
             loss_sum, pen_sum, count = train_epoch(ens, opt, tensors, epoch_order(epoch), steps, terms)
             val = _member_metrics(tensors, val_idx, ens.predict(val_p4, val_mask))
@@ -596,6 +625,7 @@ def run_training(
     if vectorize not in ("auto", "yes", "no"):
         raise UsageError(f"vectorize must be auto, yes or no, got '{vectorize}'")
     split = prepare_split(data, settings)
+    check_data_fits(spec, data, registry)
     data_record = {"data": data.describe(), "split": split.describe()}
     run = RunDir(Path(out)) if out is not None else None
     if run is not None:

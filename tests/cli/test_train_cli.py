@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from toy_events import one_thread, toy_events  # noqa: F401 - one_thread: autouse fixture
@@ -42,6 +43,7 @@ def one_line_exit_2(result, starts):
         (["train", "pfn", "--fractions", "0.5,1.5"], "Error: --fractions: each fraction must be in (0, 1], got 1.5"),
         (["train", "pfn", "--fractions", "0.1,abc"], "Error: --fractions: 'abc' is not a number"),
         (["train", "pfn", "--seeds", "0"], "Error: --seeds must be >= 1, got 0"),
+        (["train", "pfn", "--seed", "-1"], "Error: --seed must be in [0, 2^32), got -1"),
         (["train", "pfn", "--device", "tpu"], "Error: --device must be cpu, cuda or auto, got 'tpu'"),
         (["train", "pfn", "--epochs", "0"], "Error: --epochs:"),
         (["train", "pfn", "--vectorize", "maybe"], "Error: --vectorize must be auto, yes or no"),
@@ -174,3 +176,18 @@ def test_compare_with_invariance_reports_the_ratio_to_the_first_spec(runner, cli
     assert inv["ratios_dlogit"]["invariant"]["K·n̂"] > 1e6
     assert (out / "invariance.png").is_file()
     assert "invariance under lorentz on 120 test events" in result.stdout
+
+
+def test_data_with_more_particles_than_a_fixed_size_spec_is_one_line_and_writes_nothing(runner, cli, tmp_path):
+    events = toy_events(60)
+    three = np.concatenate([events.p4, events.p4[:, :1]], axis=1)  # a third particle slot
+    path = tmp_path / "three.npz"
+    np.savez(path, p4=three, label=events.label)
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["train", "invariant", "--data", str(path), "--epochs", "1", "--out", str(out)])
+    one_line_exit_2(result, "Error: spec 'invariant' (n_particles = 2) cannot take these events with 3 particle slots")
+    assert not out.exists()
+    cmp_out = tmp_path / "cmp"
+    result = runner.invoke(cli, ["compare", "pfn", "invariant", "--data", str(path), "--epochs", "1", "--out", str(cmp_out)])
+    one_line_exit_2(result, "Error: spec 'invariant' (n_particles = 2) cannot take")
+    assert not cmp_out.exists()

@@ -231,3 +231,24 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_a_class_with_zero_total_weight_is_refused(tmp_path):
+    arrays = good()
+    arrays["weight"] = np.where(arrays["label"] == 1, 0.0, 1.0)
+    with pytest.raises(DataError, match="weight: the signal events have zero total weight"):
+        load_events(write_npz(tmp_path / "w.npz", arrays))
+
+
+def test_each_split_part_needs_both_classes():
+    labels = np.array([0] * 20 + [1] * 2)  # two signal events cannot fill three parts
+    with pytest.raises(DataError, match="split holds only one class"):
+        make_split(labels, 0)
+
+
+def test_first_events_of_a_sorted_file_with_one_class_are_refused(tmp_path):
+    arrays = good(40)
+    order = np.argsort(arrays["label"], kind="stable")
+    sorted_arrays = {k: v[order] for k, v in arrays.items()}
+    with pytest.raises(DataError, match="the first 5 events hold only one class"):
+        resolve_data(write_npz(tmp_path / "sorted.npz", sorted_arrays), n_events=5)

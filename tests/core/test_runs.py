@@ -46,6 +46,21 @@ def kill_after(epoch):
     return on_epoch
 
 
+def test_killed_between_the_last_checkpoint_and_the_metrics_file_loses_nothing(tmp_path):
+    data = toy_events(300)
+    spec, settings = small(epochs=2), RunSettings(data="toy", seeds=1)
+    full = run_training(spec, data, settings, tmp_path / "run")
+    frac_dir = tmp_path / "run" / "fraction-1"
+    lines = (frac_dir / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    # the state after a kill right after the last epoch's checkpoint: metrics one epoch short, no results
+    (frac_dir / "metrics.jsonl").write_text(lines[0] + "\n")
+    (frac_dir / "results.json").unlink()
+    resumed = run_training(spec, data, settings, tmp_path / "run", resume=True)
+    assert (frac_dir / "metrics.jsonl").read_text().splitlines() == lines
+    assert without_times(resumed) == without_times(full)
+
+
 @pytest.mark.parametrize("k", [1, 3])
 def test_killed_after_epoch_k_and_resumed_equals_uninterrupted(tmp_path, k):
     data = toy_events(400, weighted=True)

@@ -192,3 +192,14 @@ def test_overrides_are_validated():
     with pytest.raises(UsageError, match="--epochs"):
         with_training_overrides(spec, epochs=0)
     assert math.isclose(spec.training.weight_decay, 0.01)
+
+
+def test_penalty_randomness_is_seeded_by_the_members_trained_together():
+    from symfw.core.training import member_seeds, penalty_seed
+
+    a, b = member_seeds(0, 2)
+    # members trained as separate tasks (Ray, --ddp) draw different penalty randomness ...
+    assert penalty_seed([a], 3) != penalty_seed([b], 3)
+    # ... reproducibly, and anew each epoch
+    assert penalty_seed([a], 3) == penalty_seed([a], 3) != penalty_seed([a], 4)
+    assert penalty_seed([a, b], 3) not in (penalty_seed([a], 3), penalty_seed([b], 3))
