@@ -54,3 +54,12 @@ def test_every_preset_resolves():
     for name in reg.presets:
         spec = symfw.load_spec(name, registry=reg)
         assert spec.name == name
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "docs" / "examples" / "specs").glob("*.toml")), ids=lambda p: p.name)
+def test_example_specs_in_the_docs_load_and_build(path):
+    import symfw
+
+    spec = symfw.load_spec(path)
+    assert spec.name == path.stem
+    assert symfw.build_model(spec).hidden_neuron_counts()["total"] == 1152  # the paper's PFN
