@@ -5,11 +5,13 @@
 #   study/run.sh medium [STUDY...]   # the size docs/study.md reports (~1 hour of one core)
 #   study/run.sh paper  [STUDY...]   # the papers' settings (100 epochs, 5 seeds, 20k/100k events): many hours here
 #
-# STUDY names: fig4 fig6 appA appC seal spurions resolution (default: all, in that order).
+# STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution
+# (default: all but the fig4lr ones, in that order).
 # Runs go to runs/study/<mode>/ (resumable: rerunning continues where it stopped); figures are
 # copied to docs/study/<mode>/; each step's table is kept in runs/study/<mode>/<step>.table.txt
 # and its wall time in times.txt. The same base seed (--seed 1) gives every model the same data,
-# split and member seeds; the learning rate is the spec's default (1e-3) for every model.
+# split and member seeds; the learning rate is the spec's default (1e-3) for every model, except in
+# the fig4lr studies, which choose each model's on the validation split from one grid.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-quick}
@@ -43,6 +45,10 @@ for study in $STUDIES; do
   fig4)  # hybrid paper Fig. 4 (AUC vs epoch) and Fig. 5 (learned weight vs pT), small and large samples
     step fig4-small $SYMFW compare pfn invariant hybrid --data zmumu --events "$SMALL" "${COMMON[@]}" --out "$OUT/fig4-small"
     step fig4-large $SYMFW compare pfn invariant hybrid --data zmumu --events "$LARGE" "${COMMON[@]}" --out "$OUT/fig4-large" ;;
+  fig4lr-small|fig4lr-large)  # Fig. 4 again, each model's learning rate chosen on validation from one grid
+    events=$SMALL; [ "$study" = fig4lr-large ] && events=$LARGE
+    step "${study/fig4lr/fig4}-lr" $SYMFW compare pfn invariant hybrid --data zmumu --events "$events" \
+      --lr-grid 3e-4,1e-3,3e-3 "${COMMON[@]}" --out "$OUT/${study/fig4lr/fig4}-lr" ;;
   fig6)  # Fig. 6: AUC vs training fraction (validation and test fixed across fractions)
     step fig6-fractions $SYMFW compare pfn invariant hybrid --data zmumu --events "$LARGE" --fractions "$FRACS" \
       "${COMMON[@]}" --out "$OUT/fig6-fractions" ;;
@@ -73,7 +79,7 @@ for study in $STUDIES; do
       step "resolution-slope-$slope" $SYMFW compare pfn invariant hybrid --data "$OUT/zmumu-slope$slope.npz" \
         "${COMMON[@]}" --out "$OUT/resolution-slope-$slope"
     done ;;
-  *) echo "unknown study '$study'; known: fig4 fig6 appA appC seal spurions resolution" >&2; exit 2 ;;
+  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution" >&2; exit 2 ;;
   esac
 done
 echo "== done: tables in $OUT/*.table.txt, times in $OUT/times.txt, figures in $FIG" >&2
