@@ -61,6 +61,7 @@ from symfw.plugins.seal_group import (
     SealOptions,
     check_generators,
     check_range,
+    first_events,
     move_real,
     on_output,
     seal_mean,
@@ -179,6 +180,7 @@ class SealInfinitesimal(Penalty):
         return lambda x: on_output(fn(x, mask), self.options.on)
 
     def __call__(self, fn, batch: Batch) -> torch.Tensor:
+        batch = first_events(batch, self.options.event_fraction)
         if self.options.estimator == "exact":
             _, derivs = self.per_generator(fn, batch)
             squares = derivs.pow(2)

@@ -412,3 +412,17 @@ def test_orbit_points_move_the_derivatives_to_random_boosts_of_the_events():
 def test_bad_orbit_range_is_a_validation_error():
     with pytest.raises(ValueError, match="orbit_rapidity"):
         SealInfinitesimal.Options(orbit_rapidity=(1.0, 0.5))
+
+
+@pytest.mark.parametrize("make", [gamma_g, gamma_d])
+def test_event_fraction_evaluates_the_first_events_only(make):
+    b, model = batch(n=40), Smooth()
+    head = Batch(b.p4[:10], b.mask[:10], b.label[:10], b.weight[:10])
+    torch.manual_seed(9)
+    part = make(event_fraction=0.25)(model, b)
+    torch.manual_seed(9)
+    torch.testing.assert_close(part, make()(model, head))
+    torch.manual_seed(9)
+    assert not torch.allclose(make()(model, b), part)
+    with pytest.raises(ValueError, match="event_fraction"):
+        make(event_fraction=0.0)
