@@ -1,4 +1,4 @@
-"""Shared by the benchmarks: write a measured section into a Markdown file between two markers."""
+"""Shared by the benchmarks: print a measured section and write it into a Markdown file between two markers."""
 
 from __future__ import annotations
 
@@ -6,6 +6,15 @@ import re
 from pathlib import Path
 
 from symfw.core.io import atomic_write_text
+
+
+def publish(section: str, doc: Path, start: str, end: str, header: str, write: bool = True) -> None:
+    """Print the measured ``section`` and (unless ``write`` is false) put it into ``doc``."""
+    print()
+    print(section)
+    if write:
+        write_section(doc, start, end, section, header)
+        print(f"\nwrote {doc}")
 
 
 def write_section(doc: Path, start: str, end: str, section: str, header: str) -> None:

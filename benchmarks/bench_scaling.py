@@ -38,7 +38,7 @@ from pathlib import Path
 import torch
 
 import symfw
-from _docs import write_section
+from _docs import publish
 from symfw.core import distributed as D
 from symfw.core import executors as X
 from symfw.core.compare import run_compare
@@ -151,10 +151,6 @@ def times(x: float) -> str:
     return f"{x:.2f}×" if x >= 0.1 else f"{x:.3f}×"
 
 
-def write_doc(section: str) -> None:
-    write_section(DOC, START, END, section, "# Scaling out\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="hybrid")
@@ -235,12 +231,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines += ["", f"1-minute load average at the end: {load:.1f} on {os.cpu_count()} CPUs"
               + ("; other jobs shared the machine, so compare ratios, not absolute rates." if load > 1.5 else ".")]
-    section = "\n".join(lines)
-    print()
-    print(section)
-    if not args.no_write:
-        write_doc(section)
-        print(f"\nwrote {DOC}")
+    publish("\n".join(lines), DOC, START, END, "# Scaling out\n", write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 import symfw  # noqa: E402
-from _docs import write_section  # noqa: E402
+from _docs import publish  # noqa: E402
 from symfw.core.data import resolve_data  # noqa: E402
 from symfw.core.ensemble import Ensemble  # noqa: E402
 from symfw.core.training import Tensors, adamw, batch_order, batches, member_seeds, train_epoch  # noqa: E402
@@ -144,10 +144,6 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def write_doc(section: str) -> None:
-    write_section(DOC, START, END, section, "# Performance\n\nMeasured numbers; each section is written by the benchmark named in it.\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["pfn", "invariant", "hybrid"])
@@ -218,12 +214,8 @@ def main() -> None:
     for preset, _, r in rows:
         vm, sq, bl = r[f"ours x{m} vmap"], r[f"ours x{m} seq"], r[f"baseline x{m}"]
         lines.append(f"| {preset} | {bl:,.0f} | {sq:,.0f} | {vm:,.0f} | {vm / sq:.2f}× | {vm / bl:.2f}× |")
-    section = "\n".join(lines)
-    print()
-    print(section)
-    if not args.no_write:
-        write_doc(section)
-        print(f"\nwrote {DOC}")
+    header = "# Performance\n\nMeasured numbers; each section is written by the benchmark named in it.\n"
+    publish("\n".join(lines), DOC, START, END, header, write=not args.no_write)
 
 
 if __name__ == "__main__":

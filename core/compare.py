@@ -304,7 +304,8 @@ def run_compare(
     if plots:
         from .plots import write_plots
 
-        summary["plots"] = [str(p) for p in write_plots(results, out, names)]
+        labels = names if selection is None else [f"{n}, lr {selection['specs'][n]['lr']:g}" for n in names]
+        summary["plots"] = [str(p) for p in write_plots(results, out, labels)]
         if invariance and "models" in summary["invariance"]:
             summary["plots"].append(str(out / "invariance.png"))
     atomic_write_json(out / "compare.json", summary)

@@ -64,7 +64,7 @@ def plot_auc_vs_epoch(results: Sequence[dict], path: Path, names: Sequence[str] 
         auc = np.asarray([_nan(row) for row in main["curves"]["val_auc"]])
         mean = np.nanmean(auc, axis=1)
         std = np.nanstd(auc, axis=1, ddof=1) if auc.shape[1] > 1 else np.zeros_like(mean)
-        ax.plot(epochs, mean, color=color, label=f"{name} ({auc.shape[1]} seeds)")
+        ax.plot(epochs, mean, color=color, label=f"{name} ({auc.shape[1]} seed{'s' * (auc.shape[1] != 1)})")
         ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
     main = _main(results[0])
     ax.set_xlabel("epoch")
@@ -110,7 +110,7 @@ def plot_general_weight(results: Sequence[dict], path: Path, names: Sequence[str
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for (name, c), color in zip(curves, _colors(len(curves))):
         x, mean, std = np.asarray(c["pt_centers"]), _nan(c["mean"]), _nan(c["std"])
-        ax.plot(x, mean, color=color, label=f"{name} ({len(c['per_member'])} seeds)")
+        ax.plot(x, mean, color=color, label=f"{name} ({len(c['per_member'])} seed{'s' * (len(c['per_member']) != 1)})")
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
     ax.set_xlabel(PT_LABEL)
     ax.set_ylabel("weight of the general subnet $w$")
