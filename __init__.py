@@ -13,15 +13,17 @@ The Python API mirrors the CLI::
 Plugins implement hooks marked with ``@symfw.hookimpl`` (see docs/plugins.md).
 """
 
-from .core.compare import run_compare
-from .core.data import EventData, load_events, make_split, resolve_data, save_events
-from .core.errors import DataError, PluginError, SpecError, SymfwError, UsageError
-from .core.hookspecs import hookimpl
-from .core.invariance import assert_invariant
-from .core.model import SymfwModel, build_model
-from .core.registry import get_registry
-from .core.spec import Spec, load_spec, resolve_spec, write_spec
-from .core.training import RunSettings, load_members, run_training
+# absolute imports: pytest imports this file as the package of the test folder's parent, under
+# that folder's name, which may not be a valid package name (a clone in /tmp/tmp.XYZ)
+from symfw.core.compare import run_compare
+from symfw.core.data import EventData, load_events, make_split, resolve_data, save_events
+from symfw.core.errors import DataError, PluginError, SpecError, SymfwError, UsageError
+from symfw.core.hookspecs import hookimpl
+from symfw.core.invariance import assert_invariant
+from symfw.core.model import SymfwModel, build_model
+from symfw.core.registry import get_registry
+from symfw.core.spec import Spec, load_spec, resolve_spec, write_spec
+from symfw.core.training import RunSettings, load_members, run_training
 
 __version__ = "0.1.0"
 
