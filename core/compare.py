@@ -206,46 +206,6 @@ def compared_runs(summary: dict[str, Any]) -> list[str]:
     return [f"{name}/{lr_dirname(selection['specs'][name]['lr'])}" for name in specs]
 
 
-def invariance_summary(
-    runs: Sequence[Path],
-    names: Sequence[str],
-    data: EventData,
-    settings: RunSettings,
-    *,
-    events: int = INVARIANCE_EVENTS,
-    registry=None,
-    plot: Path | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """|Δf| under the first model's group for the final members of each run, on test events."""
-    from .diagnostics import invariance_curves, plot_invariance, summary_ratios
-    from .training import load_members, prepare_split
-
-    fraction = max(settings.fractions)
-    members = [load_members(run, fraction=fraction, registry=registry) for run in runs]
-    group = members[0][0].group
-    if not group.generator_names:
-        return {"skipped": f"group '{group.name}' has no generators"}
-    test = np.sort(prepare_split(data, settings).test)[:events]
-    t = data.subset(test).tensors(dtype=torch.float64)
-    curves = [
-        invariance_curves([m.double().eval() for m in models], group, t["p4"], t["mask"], weight=t["weight"],
-                          label=name, seed=seed)
-        for name, models in zip(names, members)
-    ]
-    if plot is not None:
-        plot_invariance(curves, plot)
-    return M.jsonable(
-        {
-            "group": group.name,
-            "n_events": len(test),
-            "models": {c.label: c.to_dict() for c in curves},
-            "ratios_dlogit": summary_ratios(curves),
-            "ratios_dlogit_over_logit_std": summary_ratios(curves, relative=True),
-        }
-    )
-
-
 def run_compare(
     specs: Sequence[Spec],
     data: EventData,
@@ -297,9 +257,15 @@ def run_compare(
     summary = summarize(results, names)
     summary["selection"] = selection
     if invariance:
+        from .diagnostics import invariance_summary
+        from .training import load_members, prepare_split
+
+        fraction = max(settings.fractions)
+        members = [load_members(out / run, fraction=fraction, registry=registry) for run in compared_runs(summary)]
+        test = np.sort(prepare_split(data, settings).test)[:INVARIANCE_EVENTS]
+        t = data.subset(test).tensors(dtype=torch.float64)
         summary["invariance"] = invariance_summary(
-            [out / run for run in compared_runs(summary)], names, data, settings, registry=registry,
-            plot=out / "invariance.png" if plots else None,
+            members, names, t["p4"], t["mask"], t["weight"], plot=out / "invariance.png" if plots else None
         )
     if plots:
         from .plots import write_plots

@@ -231,3 +231,38 @@ def summary_ratios(
                 ratios[row] = value(first, row) / mine if mine > 0 else math.inf
         out[c.label] = ratios
     return out
+
+
+def invariance_summary(
+    members: Sequence[Sequence[torch.nn.Module]],
+    names: Sequence[str],
+    p4: torch.Tensor,
+    mask: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    *,
+    plot: Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """|Δf| under the first model's group for each model's members (one list per compared spec),
+    on the given events: per model its curves' summary, and the ratios of the first model's |Δ|
+    to each other's (also per unit logit spread). ``plot`` writes the figure there."""
+    from .metrics import jsonable
+
+    group = members[0][0].group
+    if not group.generator_names:
+        return {"skipped": f"group '{group.name}' has no generators"}
+    curves = [
+        invariance_curves([m.double().eval() for m in models], group, p4, mask, weight=weight, label=name, seed=seed)
+        for name, models in zip(names, members)
+    ]
+    if plot is not None:
+        plot_invariance(curves, plot)
+    return jsonable(
+        {
+            "group": group.name,
+            "n_events": int(p4.shape[0]),
+            "models": {c.label: c.to_dict() for c in curves},
+            "ratios_dlogit": summary_ratios(curves),
+            "ratios_dlogit_over_logit_std": summary_ratios(curves, relative=True),
+        }
+    )
