@@ -252,3 +252,23 @@ def test_first_events_of_a_sorted_file_with_one_class_are_refused(tmp_path):
     sorted_arrays = {k: v[order] for k, v in arrays.items()}
     with pytest.raises(DataError, match="the first 5 events hold only one class"):
         resolve_data(write_npz(tmp_path / "sorted.npz", sorted_arrays), n_events=5)
+
+
+# pinned before multiclass labels and regression targets were added: binary splits and the
+# content hash of a file without ``target`` must not change
+@pytest.mark.parametrize(
+    "seed, fractions, pinned",
+    [
+        (0, (0.6, 0.2, 0.2), "1a8d316d6dbbc2cf"),
+        (1, (0.6, 0.2, 0.2), "ef71882e8d4db884"),
+        (5, (0.6, 0.2, 0.2), "679520d0929c0697"),
+        (1, (0.5, 0.3, 0.2), "0581379935cd282e"),
+    ],
+)
+def test_binary_split_indices_are_pinned(labels, seed, fractions, pinned):
+    assert make_split(labels, seed, fractions).hash == pinned
+
+
+def test_content_hash_of_a_file_without_target_is_pinned(tmp_path):
+    path = write_npz(tmp_path / "events.npz", good(50))
+    assert load_events(path).describe()["content_hash"] == "f6caade8ef4d803d"
