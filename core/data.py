@@ -7,6 +7,7 @@ File format (``.npz`` or HDF5 ``.h5``/``.hdf5``), documented in docs/data.md:
 - ``mask``   optional (n_events, n_particles) bool, True for real particles
 - ``weight`` optional (n_events,) float, per-event weights (default 1)
 - ``p4_true`` optional, same shape as ``p4``: the unsmeared four-vectors
+- ``target`` optional (n_events, K) float (or (n_events,), read as K = 1): regression targets
 - ``meta``   optional: a JSON object of scalars (npz: a 0-d string array; HDF5: file attributes)
 
 Every problem is a :class:`DataError` naming the file and what is wrong (exit code 2).
@@ -28,7 +29,7 @@ from pydantic import ValidationError
 from .errors import DataError
 from .io import atomic_write
 
-ARRAYS = ("p4", "label", "mask", "weight", "p4_true")
+ARRAYS = ("p4", "label", "mask", "weight", "p4_true", "target")
 
 
 @dataclass
@@ -40,6 +41,7 @@ class EventData:
     mask: np.ndarray
     weight: np.ndarray
     p4_true: np.ndarray | None = None
+    target: np.ndarray | None = None  # (n_events, K) float64 regression targets
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -56,21 +58,34 @@ class EventData:
             mask=self.mask[index],
             weight=self.weight[index],
             p4_true=None if self.p4_true is None else self.p4_true[index],
+            target=None if self.target is None else self.target[index],
             meta=dict(self.meta),
         )
 
     def tensors(self, device: str | torch.device = "cpu", dtype=torch.float32) -> dict[str, torch.Tensor]:
-        """p4, mask, label (float), weight as tensors on ``device``."""
-        return {
+        """p4, mask, label (float), weight, and target when the data has one, as tensors on ``device``."""
+        out = {
             "p4": torch.as_tensor(self.p4, dtype=dtype, device=device),
             "mask": torch.as_tensor(self.mask, dtype=torch.bool, device=device),
             "label": torch.as_tensor(self.label, dtype=dtype, device=device),
             "weight": torch.as_tensor(self.weight, dtype=dtype, device=device),
         }
+        if self.target is not None:
+            out["target"] = torch.as_tensor(self.target, dtype=dtype, device=device)
+        return out
+
+    @property
+    def target_dim(self) -> int | None:
+        """K, the number of regression targets per event (None without targets)."""
+        return None if self.target is None else int(self.target.shape[1])
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-able summary recorded with every run (the counts win over same-named meta)."""
-        return {
+        """A JSON-able summary recorded with every run (the counts win over same-named meta).
+
+        ``target_dim`` is there only when the data has targets, so records of data without
+        them are unchanged.
+        """
+        out = {
             **{k: v for k, v in self.meta.items() if isinstance(v, (str, int, float, bool))},
             "n_events": len(self),
             "n_particles": self.n_particles,
@@ -79,12 +94,20 @@ class EventData:
             "weighted": bool(not np.all(self.weight == 1)),
             "content_hash": content_hash(self),
         }
+        if self.target is not None:
+            out["target_dim"] = self.target_dim
+        return out
 
 
 def content_hash(data: EventData) -> str:
+    """p4, label, mask and weight, and the target only when there is one (so hashes of data
+    without targets are what they were before targets existed)."""
     h = hashlib.sha256()
     for arr in (data.p4, data.label, data.mask, data.weight):
         h.update(np.ascontiguousarray(arr).tobytes())
+    if data.target is not None:
+        h.update(b"target")
+        h.update(np.ascontiguousarray(data.target, dtype=np.float64).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -178,10 +201,27 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
         if not np.isfinite(p4_true).all():
             fail("p4_true: contains NaN or inf")
 
+    target = arrays.get("target")
+    if target is not None:
+        target = np.asarray(target)
+        if target.dtype.kind not in "fiu":
+            fail(f"target: expected a numeric array, got dtype {target.dtype}")
+        if target.ndim == 1 and target.shape[0] == n:
+            target = target[:, None]
+        if target.ndim != 2 or target.shape[0] != n:
+            fail(f"target: expected shape ({n}, K) or ({n},), got {target.shape}")
+        if target.shape[1] == 0:
+            fail(f"target: expected at least one value per event (K >= 1), got shape {target.shape}")
+        target = target.astype(np.float64)
+        if not np.isfinite(target).all():
+            fail(f"target: contains NaN or inf (first in event {int((~np.isfinite(target)).any(axis=1).argmax())})")
+
     meta = arrays.get("meta") or {}
     if not isinstance(meta, dict):
         fail("meta: expected a JSON object")
-    return EventData(p4=p4, label=label, mask=mask, weight=weight, p4_true=p4_true, meta=dict(meta))
+    return EventData(
+        p4=p4, label=label, mask=mask, weight=weight, p4_true=p4_true, target=target, meta=dict(meta)
+    )
 
 
 # --------------------------------------------------------------------------- files
@@ -250,8 +290,9 @@ def save_events(data: EventData, path: str | Path) -> None:
     """Write ``.npz`` or HDF5 (uncompressed: float64 momenta compress by only ~15%, at 40× the time), atomically."""
     path = Path(path)
     arrays = {"p4": data.p4, "label": data.label, "mask": data.mask, "weight": data.weight}
-    if data.p4_true is not None:
-        arrays["p4_true"] = data.p4_true
+    for key in ("p4_true", "target"):
+        if getattr(data, key) is not None:
+            arrays[key] = getattr(data, key)
     meta = scalar_meta(data.meta)
     suffix = path.suffix.lower()
     if suffix == ".npz":

@@ -5,8 +5,9 @@ import json
 import h5py
 import numpy as np
 import pytest
+import torch
 
-from symfw.core.data import EventData, load_events, make_split, resolve_data, save_events
+from symfw.core.data import EventData, load_events, make_split, resolve_data, save_events, validate
 from symfw.core.errors import DataError
 
 N = 10
@@ -62,6 +63,15 @@ BAD_ARRAYS = [
     ("weight NaN", with_(weight=np.where(np.arange(N) == 1, np.nan, 1.0)), "weight: contains NaN or inf"),
     ("weight negative", with_(weight=np.where(np.arange(N) == 1, -1.0, 1.0)), "weight: negative weights are not supported"),
     ("p4_true shape", with_(p4_true=np.ones((N, 3, 4))), "p4_true: expected shape (10, 2, 4) to match p4, got (10, 3, 4)"),
+    ("target wrong length", with_(target=np.ones((N - 1, 4))), "target: expected shape (10, K) or (10,), got (9, 4)"),
+    ("target 1-d wrong length", with_(target=np.ones(N + 1)), "target: expected shape (10, K) or (10,), got (11,)"),
+    ("target 3-d", with_(target=np.ones((N, 2, 2))), "target: expected shape (10, K) or (10,), got (10, 2, 2)"),
+    ("target K = 0", with_(target=np.ones((N, 0))), "target: expected at least one value per event (K >= 1), got shape (10, 0)"),
+    ("target of strings", with_(target=np.full((N, 4), "a")), "target: expected a numeric array, got dtype <U1"),
+    ("target of booleans", with_(target=np.ones((N, 4), bool)), "target: expected a numeric array, got dtype bool"),
+    ("target NaN", with_(target=np.where(np.arange(N)[:, None] == 7, np.nan, np.ones((N, 4)))),
+     "target: contains NaN or inf (first in event 7)"),
+    ("target inf, 1-d", with_(target=np.where(np.arange(N) >= 2, -np.inf, 1.0)), "target: contains NaN or inf (first in event 2)"),
     ("no events", {"p4": np.zeros((0, 2, 4)), "label": np.zeros(0, int)}, "no events (p4 has 0 rows)"),
     ("no arrays", {}, "missing array 'p4' (found: nothing)"),
 ]
@@ -145,6 +155,39 @@ def test_round_trip_keeps_arrays_and_meta(tmp_path, suffix):
     assert back.meta["source"] == "test" and back.meta["seed"] == 3 and back.meta["resolution"] == 0.1
     assert "skip" not in back.meta and back.meta["file"] == str(path)
     assert back.describe()["content_hash"] == data.describe()["content_hash"]
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".h5"])
+def test_target_round_trips_as_float64_and_a_1d_target_is_one_column(tmp_path, suffix):
+    arrays = good(50)
+    target = np.random.default_rng(1).normal(0, 50, (50, 4))
+    data = validate({**arrays, "target": target.astype(np.float32)})
+    assert data.target.dtype == np.float64 and data.target.shape == (50, 4) and data.target_dim == 4
+    np.testing.assert_array_equal(data.target, target.astype(np.float32))
+    save_events(data, tmp_path / f"t{suffix}")
+    back = load_events(tmp_path / f"t{suffix}")
+    np.testing.assert_array_equal(back.target, data.target)
+    assert back.describe()["content_hash"] == data.describe()["content_hash"]
+    one = load_events(write_npz(tmp_path / "one.npz", {**arrays, "target": np.arange(50)}))
+    assert one.target.shape == (50, 1) and one.target.dtype == np.float64 and one.target_dim == 1
+    np.testing.assert_array_equal(one.target[:, 0], np.arange(50.0))
+
+
+def test_target_follows_subset_tensors_describe_and_hash():
+    arrays = good(20)
+    target = np.random.default_rng(2).normal(0, 1, (20, 4))
+    data = validate({**arrays, "target": target})
+    part = data.subset(np.array([5, 2, 9]))
+    np.testing.assert_array_equal(part.target, target[[5, 2, 9]])
+    t = part.tensors(dtype=torch.float64)
+    assert t["target"].dtype == torch.float64 and t["target"].shape == (3, 4)
+    np.testing.assert_array_equal(t["target"].numpy(), target[[5, 2, 9]])
+    assert part.tensors()["target"].dtype == torch.float32
+    plain = validate(arrays)
+    assert "target" not in plain.tensors() and plain.target is None and plain.target_dim is None
+    assert data.describe()["target_dim"] == 4 and "target_dim" not in plain.describe()
+    hashes = {d.describe()["content_hash"] for d in (plain, data, validate({**arrays, "target": target + 1e-9}))}
+    assert len(hashes) == 3  # the target counts when present, to the last bit
 
 
 def test_padded_entries_may_hold_anything_and_become_zero(tmp_path):
