@@ -3,7 +3,7 @@
 File format (``.npz`` or HDF5 ``.h5``/``.hdf5``), documented in docs/data.md:
 
 - ``p4``     (n_events, n_particles, 4) float, (E, px, py, pz) in GeV
-- ``label``  (n_events,) integer or bool, 1 = signal, 0 = background
+- ``label``  (n_events,) integer or bool class indices 0 … C−1 (C ≥ 2); binary: 1 = signal, 0 = background
 - ``mask``   optional (n_events, n_particles) bool, True for real particles
 - ``weight`` optional (n_events,) float, per-event weights (default 1)
 - ``p4_true`` optional, same shape as ``p4``: the unsmeared four-vectors
@@ -75,6 +75,11 @@ class EventData:
         return out
 
     @property
+    def n_classes(self) -> int:
+        """C: labels are 0 … C−1 (2 for signal vs background)."""
+        return int(self.label.max()) + 1
+
+    @property
     def target_dim(self) -> int | None:
         """K, the number of regression targets per event (None without targets)."""
         return None if self.target is None else int(self.target.shape[1])
@@ -91,6 +96,7 @@ class EventData:
             "n_particles": self.n_particles,
             "n_signal": int((self.label == 1).sum()),
             "n_background": int((self.label == 0).sum()),
+            "n_classes": self.n_classes,
             "weighted": bool(not np.all(self.weight == 1)),
             "content_hash": content_hash(self),
         }
@@ -112,6 +118,11 @@ def content_hash(data: EventData) -> str:
 
 
 # --------------------------------------------------------------------------- validation
+
+
+def class_name(cls: int) -> str:
+    """'background' (0), 'signal' (1), 'class 2', …"""
+    return {0: "background", 1: "signal"}.get(cls, f"class {cls}")
 
 
 def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
@@ -139,15 +150,20 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
     if label.ndim != 1 or label.shape[0] != n:
         fail(f"label: expected shape ({n},), got {label.shape}")
     if label.dtype.kind not in "biuf":
-        fail(f"label: expected integers 0/1, got dtype {label.dtype}")
+        fail(f"label: expected integer class indices 0, 1, …, got dtype {label.dtype}")
     if label.dtype.kind == "f" and not np.isfinite(label).all():
-        fail("label: contains NaN or inf")
-    values = np.unique(label)
-    if not np.isin(values, [0, 1]).all():
-        others = [v for v in values.tolist() if v not in (0, 1)][:5]
-        fail(f"label: values must be 0 (background) or 1 (signal), found {others}")
+        fail(f"label: contains NaN or inf (first in event {int((~np.isfinite(label)).argmax())})")
+    values = np.unique(label.astype(np.int64) if label.dtype.kind == "b" else label)
+    bad = values[(values < 0) | (values != np.floor(values))]
+    if len(bad):
+        fail(f"label: values must be integers 0, 1, …, C−1 (class indices), found {bad[:5].tolist()}")
     if len(values) < 2:
         fail(f"label: only one class present ({int(values[0])}); need signal and background")
+    gaps = values != np.arange(len(values))
+    if gaps.any():  # sorted distinct non-negative integers: the first mismatch is the first missing class
+        shown = ", ".join(str(int(v)) for v in values[:8]) + (", …" if len(values) > 8 else "")
+        fail(f"label: classes must be 0 … C−1 without gaps; class {int(gaps.argmax())} has no events "
+             f"(found {shown})")
     label = label.astype(np.int64)
 
     mask = arrays.get("mask")
@@ -186,9 +202,9 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
             fail("weight: contains NaN or inf")
         if (weight < 0).any():
             fail("weight: negative weights are not supported")
-        for cls, name in ((1, "signal"), (0, "background")):
+        for cls in (1, 0, *range(2, len(values))):
             if not weight[label == cls].sum() > 0:
-                fail(f"weight: the {name} events have zero total weight")
+                fail(f"weight: the {class_name(cls)} events have zero total weight")
 
     p4_true = arrays.get("p4_true")
     if p4_true is not None:
@@ -363,13 +379,15 @@ def make_split(
 ) -> Split:
     """Stratified by label: each class is shuffled with ``seed`` and cut by ``fractions``.
 
-    Each part is shuffled again so classes interleave; no index appears in two parts.
+    Each part is shuffled again so classes interleave; no index appears in two parts. Every
+    part must hold every class (for binary labels: both).
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
     rng = np.random.default_rng(seed)
     parts: list[list[np.ndarray]] = [[], [], []]
-    for cls in np.unique(labels):
+    classes = np.unique(labels)
+    for cls in classes:
         idx = rng.permutation(np.flatnonzero(labels == cls))
         n_train = int(round(fractions[0] * len(idx)))
         n_val = int(round(fractions[1] * len(idx)))
@@ -379,8 +397,12 @@ def make_split(
     for name, part in (("train", train), ("validation", val), ("test", test)):
         if len(part) == 0:
             raise DataError(f"the {name} split is empty; use more events")
-        if len(np.unique(labels[part])) < 2:
+        present = np.unique(labels[part])
+        if len(present) < 2:
             raise DataError(f"the {name} split holds only one class; use more events")
+        if len(present) < len(classes):
+            missing = np.setdiff1d(classes, present)[0]
+            raise DataError(f"the {name} split has no events of {class_name(int(missing))}; use more events")
     return Split(train, val, test, seed, tuple(float(f) for f in fractions))
 
 

@@ -50,10 +50,12 @@ BAD_ARRAYS = [
     ("p4 NaN", with_(p4=set_at("p4", (3, 1, 2), np.nan)), "p4: contains NaN or inf (first in event 3)"),
     ("p4 inf", with_(p4=set_at("p4", (5, 0, 0), np.inf)), "p4: contains NaN or inf (first in event 5)"),
     ("negative energy", with_(p4=set_at("p4", (2, 1, 0), -1.0)), "p4: negative energy (first in event 2)"),
-    ("label not 0/1", with_(label=set_at("label", 4, 2)), "label: values must be 0 (background) or 1 (signal), found [2]"),
-    ("label fractional", with_(label=set_at("label", 4, 0.5, float)), "label: values must be 0 (background) or 1 (signal), found [0.5]"),
-    ("label NaN", with_(label=set_at("label", 4, np.nan, float)), "label: contains NaN or inf"),
-    ("label of strings", with_(label=np.array(["s", "b"] * 5)), "label: expected integers 0/1, got dtype <U1"),
+    ("label negative", with_(label=set_at("label", 4, -1)), "label: values must be integers 0, 1, …, C−1 (class indices), found [-1]"),
+    ("label fractional", with_(label=set_at("label", 4, 0.5, float)), "label: values must be integers 0, 1, …, C−1 (class indices), found [0.5]"),
+    ("label skips a class", with_(label=np.arange(N) % 2 * 2), "label: classes must be 0 … C−1 without gaps; class 1 has no events (found 0, 2)"),
+    ("label skips class 2", with_(label=np.arange(N) % 3 + (np.arange(N) % 3 == 2)), "label: classes must be 0 … C−1 without gaps; class 2 has no events (found 0, 1, 3)"),
+    ("label NaN", with_(label=set_at("label", 4, np.nan, float)), "label: contains NaN or inf (first in event 4)"),
+    ("label of strings", with_(label=np.array(["s", "b"] * 5)), "label: expected integer class indices 0, 1, …, got dtype <U1"),
     ("label wrong length", with_(label=np.arange(N - 1) % 2), "label: expected shape (10,), got (9,)"),
     ("single class", with_(label=np.ones(N, int)), "label: only one class present (1); need signal and background"),
     ("mask shape", with_(mask=np.ones((N, 3), bool)), "mask: expected shape (10, 2) to match p4, got (10, 3)"),
@@ -281,6 +283,43 @@ def test_a_class_with_zero_total_weight_is_refused(tmp_path):
     arrays["weight"] = np.where(arrays["label"] == 1, 0.0, 1.0)
     with pytest.raises(DataError, match="weight: the signal events have zero total weight"):
         load_events(write_npz(tmp_path / "w.npz", arrays))
+
+
+def test_multiclass_labels_load_and_describe_their_classes(tmp_path):
+    label = np.arange(30) % 3
+    arrays = {**good(30), "label": label.astype(float)}  # integer-valued floats are class indices too
+    data = load_events(write_npz(tmp_path / "three.npz", arrays))
+    assert data.label.dtype == np.int64 and data.n_classes == 3
+    np.testing.assert_array_equal(data.label, label)
+    info = data.describe()
+    assert (info["n_classes"], info["n_signal"], info["n_background"]) == (3, 10, 10)
+    assert validate(good()).describe()["n_classes"] == 2
+
+
+def test_a_multiclass_class_with_zero_total_weight_is_refused(tmp_path):
+    arrays = {**good(30), "label": np.arange(30) % 3}
+    arrays["weight"] = np.where(arrays["label"] == 2, 0.0, 1.0)
+    with pytest.raises(DataError, match="weight: the class 2 events have zero total weight"):
+        load_events(write_npz(tmp_path / "w.npz", arrays))
+
+
+def test_multiclass_split_is_stratified_per_class():
+    rng = np.random.default_rng(3)
+    labels = rng.choice(4, size=2001, p=[0.4, 0.3, 0.2, 0.1])
+    split = make_split(labels, seed=2)
+    parts = (split.train, split.val, split.test)
+    everything = np.concatenate(parts)
+    assert len(everything) == len(labels) == len(np.unique(everything))
+    for part, share in zip(parts, (0.6, 0.2, 0.2)):
+        for cls in range(4):
+            assert abs((labels[part] == cls).sum() - share * (labels == cls).sum()) <= 1
+    assert make_split(labels, seed=2).hash == split.hash != make_split(labels, seed=3).hash
+
+
+def test_each_split_part_needs_every_class():
+    labels = np.array([0] * 30 + [1] * 30 + [2] * 2)  # two events of class 2: one in train, none in validation
+    with pytest.raises(DataError, match="the validation split has no events of class 2; use more events"):
+        make_split(labels, 0)
 
 
 def test_each_split_part_needs_both_classes():
