@@ -11,7 +11,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from symfw.core.data import load_events, resolve_data, save_events
+from symfw.core.data import load_events, resolve_data, save_events, target_summary
 from symfw.core.errors import UsageError
 
 from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, parse_floats, registry_with
@@ -161,6 +161,16 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
     return [classes, slices]
 
 
+def target_line(target: dict[str, Any] | None) -> str | None:
+    """One line on :func:`symfw.core.data.target_summary`'s result (None without a target)."""
+    if target is None:
+        return None
+    if target["dim"] != 4:
+        return f"target: {target['dim']} value{'s' if target['dim'] > 1 else ''} per event"
+    return (f"target: 4 values per event (E, px, py, pz): mass median {target['mass_median']:.1f} GeV, "
+            f"pT median {target['pt_median']:.1f} GeV")
+
+
 def parse_edges(text: str) -> tuple[float, ...]:
     return tuple(parse_floats(text, "--slices", "0,20,50,100 (GeV)"))
 
@@ -184,7 +194,7 @@ def inspect(
         raise UsageError(f"--slice-by: unknown variable '{slice_by}'; known: {', '.join(insp.VARIABLES)}")
     edges = insp.check_edges(parse_edges(slices))
     data = load_events(file)
-    summary = insp.summarize(data, slice_by=slice_by, edges=edges)
+    summary = {**insp.summarize(data, slice_by=slice_by, edges=edges), "target": target_summary(data)}
     written = []
     if plots is not None:
         written = [str(p) for p in insp.write_plots(data, plots, slice_by=slice_by, edges=edges)]
@@ -193,6 +203,8 @@ def inspect(
     else:
         for table in summary_tables(summary):
             out_console.print(table)
+        if summary["target"] is not None:
+            out_console.print(target_line(summary["target"]))
         for path in written:
             out_console.print(f"plot: {path}")
     if not quiet and written and json_:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from pydantic import ValidationError
 
+from . import kinematics
 from .errors import DataError
 from .io import atomic_write
 
@@ -103,6 +104,19 @@ class EventData:
         if self.target is not None:
             out["target_dim"] = self.target_dim
         return out
+
+
+def target_summary(data: EventData) -> dict[str, Any] | None:
+    """None without targets; else K (``dim``) and, for four-vector targets (K = 4, (E, px, py, pz)),
+    the median mass and pT in GeV (``mass_median``, ``pt_median``, unweighted)."""
+    if data.target is None:
+        return None
+    out: dict[str, Any] = {"dim": data.target_dim}
+    if data.target_dim == 4:
+        t = torch.from_numpy(np.ascontiguousarray(data.target, dtype=np.float64))
+        out["mass_median"] = float(np.median(kinematics.mass(t).numpy()))
+        out["pt_median"] = float(np.median(kinematics.pt(t).numpy()))
+    return out
 
 
 def content_hash(data: EventData) -> str:

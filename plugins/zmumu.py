@@ -13,7 +13,8 @@ Detector, each muon with its own draw::
 
 η and φ are kept and E is recomputed for a massless muon. Optional acceptance |η| < η_max,
 pT > pT_min on the measured muons. Muons are ordered leading-first by measured pT; the true
-four-vectors are kept (same order). The background is reweighted to the signal's spectrum of
+four-vectors are kept (same order), and their sum, the true dimuon four-momentum (E, px, py, pz),
+is the regression ``target``. The background is reweighted to the signal's spectrum of
 the leading-muon or dimuon pT in equal-population bins of the signal, as per-event weights or
 by resampling (accept-reject, so no event is repeated).
 """
@@ -187,7 +188,8 @@ class Zmumu(DatasetSource):
             meta[key] = "none" if value is None else value
         meta.update(info)
         return EventData(
-            p4=out.p4, label=label, mask=np.ones((n, 2), bool), weight=weight, p4_true=out.p4_true, meta=meta
+            p4=out.p4, label=label, mask=np.ones((n, 2), bool), weight=weight, p4_true=out.p4_true,
+            target=out.p4_true.sum(1), meta=meta,
         )
 
     # -- pieces ------------------------------------------------------------------------

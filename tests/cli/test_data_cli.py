@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import vector
 
 from symfw.core.data import load_events
 
@@ -124,3 +125,31 @@ def test_inspect_json_and_plots(runner, cli, zfile, tmp_path):
 def test_bad_inspect_options(runner, cli, zfile, extra, message):
     result = runner.invoke(cli, ["data", "inspect", str(zfile), *extra])
     assert result.exit_code == 2 and result.stderr.startswith(message), result.output
+
+
+def test_generate_writes_the_target_and_inspect_summarises_it(runner, cli, zfile):
+    data = load_events(zfile)
+    np.testing.assert_array_equal(data.target, data.p4_true.sum(1))  # true dimuon (E, px, py, pz)
+    v = vector.array({k: data.target[:, i] for i, k in enumerate(("E", "px", "py", "pz"))})
+    result = runner.invoke(cli, ["data", "inspect", str(zfile), "--json"])
+    assert result.exit_code == 0, result.output
+    target = json.loads(result.stdout)["target"]
+    assert target["dim"] == 4
+    assert target["mass_median"] == pytest.approx(np.median(v.mass), rel=1e-12)
+    assert target["pt_median"] == pytest.approx(np.median(v.pt), rel=1e-12)
+    assert 85 < target["mass_median"] < 95  # half the events are Z bosons, half a falling γ* spectrum
+    text = runner.invoke(cli, ["data", "inspect", str(zfile)]).stdout
+    assert (f"target: 4 values per event (E, px, py, pz): mass median {target['mass_median']:.1f} GeV, "
+            f"pT median {target['pt_median']:.1f} GeV") in text
+
+
+def test_inspect_of_files_without_or_with_a_one_column_target(runner, cli, zfile, tmp_path):
+    data = load_events(zfile)
+    arrays = {"p4": data.p4, "label": data.label}
+    np.savez(tmp_path / "plain.npz", **arrays)
+    np.savez(tmp_path / "one.npz", **arrays, target=np.ones(len(data)))
+    plain = runner.invoke(cli, ["data", "inspect", str(tmp_path / "plain.npz"), "--json"])
+    assert plain.exit_code == 0 and json.loads(plain.stdout)["target"] is None
+    assert "target:" not in runner.invoke(cli, ["data", "inspect", str(tmp_path / "plain.npz")]).stdout
+    one = runner.invoke(cli, ["data", "inspect", str(tmp_path / "one.npz")])
+    assert one.exit_code == 0 and "target: 1 value per event" in one.stdout

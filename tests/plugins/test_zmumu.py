@@ -273,3 +273,15 @@ def test_events_are_pinned_for_a_seed(options, pinned):
     data = generate(5000, seed=3, **options)
     assert data.p4.dtype == data.p4_true.dtype == data.weight.dtype == np.float64 and data.label.dtype == np.int64
     assert digest(data.p4, data.label, data.p4_true, data.weight) == pinned
+
+
+@pytest.mark.parametrize("options", [{}, {"reweight": "resample"}])
+def test_target_is_the_true_dimuon_four_momentum(options):
+    data = generate(5000, seed=3, **options)
+    assert data.target.shape == (5000, 4) and data.target.dtype == np.float64 and data.target_dim == 4
+    np.testing.assert_array_equal(data.target, data.p4_true[:, 0] + data.p4_true[:, 1])
+    v = vector.array({k: data.target[:, i] for i, k in enumerate(("E", "px", "py", "pz"))})
+    assert v.mass.min() > 60 - 1e-6 and v.mass.max() < 120 + 1e-6  # the true mass window
+    measured = data.p4.sum(1)
+    assert not np.allclose(measured, data.target)  # the target is unsmeared, p4 is not
+    assert data.describe()["target_dim"] == 4
