@@ -67,3 +67,21 @@ def from_pt_eta_phi_m(pt_, eta_, phi_, m=None):
     p2 = px * px + py * py + pz * pz
     e = lib.sqrt(p2 + (0 if m is None else m * m))
     return lib.stack([e, px, py, pz], -1)
+
+
+def delta_phi(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Azimuthal difference φ(a) − φ(b) wrapped to [−π, π)."""
+    return torch.remainder(phi(a) - phi(b) + torch.pi, 2 * torch.pi) - torch.pi
+
+
+def delta_r(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """ΔR = √(Δη² + Δφ²) in pseudorapidity and azimuth (φ wrapped)."""
+    return torch.hypot(eta(a) - eta(b), delta_phi(a, b))
+
+
+def angle(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """3-D opening angle in [0, π] between the momenta a⃗ and b⃗, atan2(|a⃗ × b⃗|, a⃗·b⃗): exact near 0 and π."""
+    (ax, ay, az), (bx, by, bz) = a[..., 1:].unbind(-1), b[..., 1:].unbind(-1)
+    # component-wise, this is exactly 0 for a⃗ = b⃗ (torch.linalg.cross gives ~1e-17 there)
+    cross = torch.stack([ay * bz - az * by, az * bx - ax * bz, ax * by - ay * bx], -1)
+    return torch.atan2(cross.norm(dim=-1), ax * bx + ay * by + az * bz)
