@@ -145,6 +145,11 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
     def fail(msg: str):
         raise DataError(f"{origin}: {msg}")
 
+    def check_finite(name: str, values: np.ndarray) -> None:
+        bad = ~np.isfinite(values)
+        if bad.any():
+            fail(f"{name}: contains NaN or inf (first in event {int(bad.reshape(len(bad), -1).any(1).argmax())})")
+
     for key in ("p4", "label"):
         if key not in arrays:
             fail(f"missing array '{key}' (found: {', '.join(sorted(arrays)) or 'nothing'})")
@@ -165,8 +170,8 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
         fail(f"label: expected shape ({n},), got {label.shape}")
     if label.dtype.kind not in "biuf":
         fail(f"label: expected integer class indices 0, 1, …, got dtype {label.dtype}")
-    if label.dtype.kind == "f" and not np.isfinite(label).all():
-        fail(f"label: contains NaN or inf (first in event {int((~np.isfinite(label)).argmax())})")
+    if label.dtype.kind == "f":
+        check_finite("label", label)
     values = np.unique(label.astype(np.int64) if label.dtype.kind == "b" else label)
     bad = values[(values < 0) | (values != np.floor(values))]
     if len(bad):
@@ -194,9 +199,7 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
             fail(f"mask: event {int((~mask.any(axis=1)).argmax())} has no particles")
     # padded entries may hold anything (NaN included); they are set to zero
     p4 = np.where(mask[..., None], p4, 0.0)
-    if not np.isfinite(p4).all():
-        bad = int((~np.isfinite(p4)).any(axis=(1, 2)).argmax())
-        fail(f"p4: contains NaN or inf (first in event {bad})")
+    check_finite("p4", p4)
 
     if (p4[..., 0] < 0).any():
         bad = int((p4[..., 0] < 0).any(axis=1).argmax())
@@ -212,8 +215,7 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
         if weight.dtype.kind not in "fiu":
             fail(f"weight: expected numbers, got dtype {weight.dtype}")
         weight = weight.astype(np.float64)
-        if not np.isfinite(weight).all():
-            fail("weight: contains NaN or inf")
+        check_finite("weight", weight)
         if (weight < 0).any():
             fail("weight: negative weights are not supported")
         for cls in (1, 0, *range(2, len(values))):
@@ -228,8 +230,7 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
         if p4_true.dtype.kind not in "fiu":
             fail(f"p4_true: expected a numeric array, got dtype {p4_true.dtype}")
         p4_true = np.where(mask[..., None], p4_true.astype(np.float64), 0.0)
-        if not np.isfinite(p4_true).all():
-            fail("p4_true: contains NaN or inf")
+        check_finite("p4_true", p4_true)
 
     target = arrays.get("target")
     if target is not None:
@@ -243,8 +244,7 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
         if target.shape[1] == 0:
             fail(f"target: expected at least one value per event (K >= 1), got shape {target.shape}")
         target = target.astype(np.float64)
-        if not np.isfinite(target).all():
-            fail(f"target: contains NaN or inf (first in event {int((~np.isfinite(target)).any(axis=1).argmax())})")
+        check_finite("target", target)
 
     meta = arrays.get("meta") or {}
     if not isinstance(meta, dict):
