@@ -3,7 +3,8 @@
 For each generator T of the group (and, when the group has two or more boost generators, a
 boost along a random direction n̂ of their span, as in SEAL's Fig. 2) and each parameter θ of a
 grid (rapidity for boosts, radians for rotations), every event is moved by Λ = exp(±θ T) (the
-sign drawn per event) and we record the weighted means over events of
+sign drawn per event) — :func:`symfw.core.groups.random_elements` with the range [θ, θ] — and
+we record the weighted means over events of
 
     |Δf| = |f(Λx) − f(x)|   (logit)        and        |Δp| = |σ(f(Λx)) − σ(f(x))|   (probability)
 
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .groups import act, is_compact, random_elements
 from .interfaces import SymmetryGroup
 from .io import atomic_write
 
@@ -73,29 +75,16 @@ class InvarianceCurves:
         }
 
 
-def _is_compact(t: torch.Tensor) -> bool:
-    return bool(torch.allclose(t, -t.T))
-
-
-def diagnostic_directions(group: SymmetryGroup, generators: Sequence[str] | None = None) -> dict[str, torch.Tensor]:
-    """Row name → unit Lie-algebra element (4, 4), or (for the random boost) the boost basis (k, 4, 4)."""
+def diagnostic_directions(group: SymmetryGroup, generators: Sequence[str] | None = None) -> dict[str, tuple[str, ...]]:
+    """Row name → the generators its elements move along: each generator alone, and (for the
+    random boost ``K·n̂``, when there are two or more boost-like ones) all the boost-like ones."""
     names = list(group.generator_names) if generators is None else list(generators)
     gens = group.generators(dtype=torch.float64)
-    rows = {name: gens[group.generator_index(name)] for name in names}
-    boosts = [g for g in rows.values() if not _is_compact(g)]
+    rows = {name: (name,) for name in names}
+    boosts = tuple(name for name in names if not is_compact(gens[group.generator_index(name)]))
     if len(boosts) >= 2:
-        rows[RANDOM_BOOST] = torch.stack(boosts)
+        rows[RANDOM_BOOST] = boosts
     return rows
-
-
-def _algebra(direction: torch.Tensor, n: int, theta: float, rng: torch.Generator) -> torch.Tensor:
-    """(n, 4, 4) algebra elements ±θ·T, or θ·n̂·K with n̂ uniform on the sphere of the boost basis."""
-    if direction.dim() == 2:
-        sign = torch.randint(0, 2, (n, 1, 1), generator=rng, dtype=torch.float64) * 2 - 1
-        return theta * sign * direction
-    coef = torch.randn(n, direction.shape[0], generator=rng, dtype=torch.float64)
-    coef = coef / coef.norm(dim=1, keepdim=True)
-    return theta * torch.einsum("na,aij->nij", coef, direction)
 
 
 @torch.no_grad()
@@ -132,10 +121,11 @@ def invariance_curves(
     shape = (len(models), len(rows), len(parameters))
     dlogit, dprob = np.zeros(shape), np.zeros(shape)
     rng = torch.Generator().manual_seed(seed)
-    for r, direction in enumerate(rows.values()):
+    for r, along in enumerate(rows.values()):
         for k, theta in enumerate(parameters):
-            elements = torch.linalg.matrix_exp(_algebra(direction, n, float(theta), rng))
-            moved = torch.where(mask.unsqueeze(-1), torch.einsum("bij,bnj->bni", elements, p4), p4)
+            size = (float(theta), float(theta))
+            elements = random_elements(group, n, generators=along, rapidity=size, angle=size, rng=rng)
+            moved = act(elements, p4, mask)
             for m, fn in enumerate(models):
                 out = evaluate(fn, moved)
                 dlogit[m, r, k] = float((w * (out - refs[m]).abs()).sum())

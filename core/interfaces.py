@@ -87,15 +87,20 @@ class Particles:
 class SymmetryGroup(Component):
     """A matrix Lie group acting linearly on four-vectors (E, px, py, pz).
 
-    Contract:
+    Contract — a group implements only its algebra:
     - ``generators()`` → (G, 4, 4) Lie-algebra matrices T_a with Λ = exp(θ T_a) in the group;
       ``generator_names`` has G entries. Elements preserve the metric η = diag(+1, −1, −1, −1):
       Λᵀ η Λ = η.
-    - ``sample(n, generator=None)`` → (n, 4, 4) random group elements (ranges from the
-      options: rapidity for boosts, angle for rotations). With ``generator`` (a name), the
-      elements are exp(θ T) along that one generator only.
-    - ``act(elements, p4, mask=None)`` applies (n, 4, 4) or (4, 4) elements to (n, N, 4)
-      four-vectors; padded particles stay zero.
+    - ``default_ranges()`` (optional) → the default ranges of |rapidity| (boost-like generators)
+      and |angle| (rotation-like ones) of its random elements: [0, 1] and [0, π].
+
+    Random elements and their action live in :mod:`symfw.core.groups`, the one place every
+    caller (penalties, the invariance checker, diagnostics, augmentation) draws them from:
+    ``sample(n, generator=None, *, dtype, device, rng)`` is
+    :func:`~symfw.core.groups.random_elements` with the default ranges (along the one named
+    generator when ``generator`` is given) and ``act(elements, p4, mask=None)`` is
+    :func:`~symfw.core.groups.act` (only real particles move). Overriding them changes only
+    what direct callers of these methods get; symfw itself calls the module.
 
     Constructed as ``Group(options)``.
     """
@@ -111,6 +116,11 @@ class SymmetryGroup(Component):
     def generators(self, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
         raise NotImplementedError
 
+    def default_ranges(self) -> dict[str, tuple[float, float]]:
+        """Default [low, high] of |rapidity| and |angle| for :func:`~symfw.core.groups.random_elements`."""
+        return {"rapidity": (0.0, 1.0), "angle": (0.0, math.pi)}
+
+    # -- shared ------------------------------------------------------------------------
     def sample(
         self,
         n: int,
@@ -120,9 +130,13 @@ class SymmetryGroup(Component):
         device=None,
         rng: torch.Generator | None = None,
     ) -> torch.Tensor:
-        raise NotImplementedError
+        """(n, 4, 4) random elements: :func:`symfw.core.groups.random_elements` with the default
+        ranges, along ``generator`` (a name) only when given."""
+        from .groups import random_elements
 
-    # -- shared ------------------------------------------------------------------------
+        along = None if generator is None else [generator]
+        return random_elements(self, n, generators=along, dtype=dtype, device=device, rng=rng)
+
     def generator_index(self, name: str) -> int:
         from .errors import UsageError
 
@@ -134,24 +148,20 @@ class SymmetryGroup(Component):
     def act(
         self, elements: torch.Tensor, p4: torch.Tensor, mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        elements = elements.to(dtype=p4.dtype, device=p4.device)
-        if elements.dim() == 2:
-            out = p4 @ elements.T
-        else:
-            out = torch.einsum("bij,bnj->bni", elements, p4)
-        if mask is not None:
-            out = out * mask.unsqueeze(-1).to(out.dtype)
-        return out
+        """:func:`symfw.core.groups.act`: (B, 4, 4) or (4, 4) elements on (B, N, 4) four-vectors."""
+        from .groups import act
+
+        return act(elements, p4, mask)
 
 
 class MatrixLieGroup(SymmetryGroup):
     """A subgroup of the Lorentz group spanned by named boost and rotation generators.
 
     Subclasses set ``boosts`` and ``rotations``: tuples of generator names among
-    ``Kx, Ky, Kz`` (boosts) and ``Jx, Jy, Jz`` (rotations). Random elements are
-    Λ = exp(φ n̂·J) exp(y m̂·K) with unit vectors n̂, m̂ uniform in the span of the group's
-    rotation and boost generators, rapidity y uniform in [0, max_rapidity] and angle φ uniform
-    in [0, max_angle].
+    ``Kx, Ky, Kz`` (boosts) and ``Jx, Jy, Jz`` (rotations). Random elements
+    (:func:`symfw.core.groups.random_elements`) are Λ = exp(φ n̂·J) exp(y m̂·K) with unit vectors
+    n̂, m̂ uniform in the span of the group's rotation and boost generators, |y| uniform in
+    [0, max_rapidity] and |φ| uniform in [0, max_angle] (options).
     """
 
     boosts: ClassVar[tuple[str, ...]] = ()
@@ -172,26 +182,8 @@ class MatrixLieGroup(SymmetryGroup):
             return torch.zeros(0, 4, 4, dtype=dtype, device=device)
         return torch.stack(mats)
 
-    def _random_algebra(self, names, magnitude, n, dtype, device, rng):
-        if not names:
-            return torch.zeros(n, 4, 4, dtype=dtype, device=device)
-        gens = torch.stack([lorentz_generator(x, dtype=dtype, device=device) for x in names])
-        direction = torch.randn(n, len(names), dtype=dtype, generator=rng).to(device)
-        direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-30)
-        size = torch.rand(n, 1, dtype=dtype, generator=rng).to(device) * magnitude
-        return torch.einsum("na,aij->nij", direction * size, gens)
-
-    def sample(self, n, generator=None, *, dtype=torch.float64, device=None, rng=None):
-        opts = self.options
-        if generator is not None:
-            name = self.generator_names[self.generator_index(generator)]
-            scale = opts.max_rapidity if name.startswith("K") else opts.max_angle
-            theta = (2 * torch.rand(n, dtype=dtype, generator=rng) - 1).to(device) * scale
-            algebra = theta[:, None, None] * lorentz_generator(name, dtype=dtype, device=device)
-            return torch.linalg.matrix_exp(algebra)
-        boost = self._random_algebra(self.boosts, opts.max_rapidity, n, dtype, device, rng)
-        rot = self._random_algebra(self.rotations, opts.max_angle, n, dtype, device, rng)
-        return torch.linalg.matrix_exp(rot) @ torch.linalg.matrix_exp(boost)
+    def default_ranges(self) -> dict[str, tuple[float, float]]:
+        return {"rapidity": (0.0, self.options.max_rapidity), "angle": (0.0, self.options.max_angle)}
 
 
 _AXES = {"x": 1, "y": 2, "z": 3}

@@ -1,7 +1,9 @@
 """Checking invariance: ``assert_invariant(fn, group, p4)`` compares fn(Λ·x) with fn(x).
 
 Shipped in the package (not only in tests) so that plugin authors check their own maps and
-models with the same helper symfw uses. Tolerances depend on the dtype of the inputs.
+models with the same helper symfw uses. Tolerances depend on the dtype of the inputs. The
+elements Λ are :func:`symfw.core.groups.random_elements` of the group (its default ranges),
+acting by :func:`symfw.core.groups.act` (only real particles move).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable
 import torch
 
 from .errors import InvarianceError
+from .groups import act, random_elements
 from .interfaces import SymmetryGroup
 
 #: default relative tolerance per dtype (relative to the largest |output| in the batch)
@@ -34,8 +37,9 @@ def invariance_deviation(
     when a mask is given, else ``fn(p4)``.
     """
     if elements is None:
-        elements = group.sample(p4.shape[0], generator, dtype=torch.float64, device=p4.device, rng=rng)
-    moved = group.act(elements.to(torch.float64), p4.to(torch.float64), mask).to(p4.dtype)
+        along = None if generator is None else [generator]
+        elements = random_elements(group, p4.shape[0], generators=along, device=p4.device, rng=rng)
+    moved = act(elements, p4, mask)
     call = (lambda x: fn(x, mask)) if mask is not None else fn
     with torch.no_grad():
         ref, out = call(p4), call(moved)

@@ -1,7 +1,9 @@
 """The Lorentz group SO⁺(1,3) and its named subgroups, acting on (E, px, py, pz).
 
 Each group is spanned by boost generators K_i and rotation generators J_i; random elements
-are exp(φ n̂·J) exp(y m̂·K) with |y| ≤ max_rapidity and |φ| ≤ max_angle (options).
+(:func:`symfw.core.groups.random_elements`) are exp(φ n̂·J) exp(y m̂·K) with |y| ≤ max_rapidity
+and |φ| ≤ max_angle (options). The subgroups are the ones symfw's components keep: SO(3) the
+stabiliser of the time direction, SO⁺(1,2) of the beam axis, SO(2)_z of both beam directions.
 """
 
 from symfw.core.hookspecs import hookimpl
@@ -30,6 +32,14 @@ class SO2z(MatrixLieGroup):
     rotations = ("Jz",)
 
 
+class SO12z(MatrixLieGroup):
+    """SO⁺(1,2) fixing the beam axis (0, 0, 0, 1): transverse boosts K_x, K_y and J_z."""
+
+    name = "so12-z"
+    boosts = ("Kx", "Ky")
+    rotations = ("Jz",)
+
+
 class BoostZ(MatrixLieGroup):
     """Longitudinal boosts along the beam axis: K_z."""
 
@@ -53,5 +63,5 @@ class Trivial(MatrixLieGroup):
 
 @hookimpl
 def register_groups(register):
-    for group in (Lorentz, SO3, SO2z, BoostZ, Longitudinal, Trivial):
+    for group in (Lorentz, SO3, SO2z, SO12z, BoostZ, Longitudinal, Trivial):
         register(group)

@@ -3,14 +3,15 @@
     Γ_G = Σ_b w_b ‖f(Λ_b x_b) − f(x_b)‖² / Σ_b w_b,   Λ_b = exp(φ n̂·J) exp(y m̂·K) per event b
 
 f is the model's logit (or its probability σ(logit)); w are the sample weights. Λ_b is drawn
-from the spec's group: the compact generators J (rotations, Tᵀ = −T) and the others K
-(boosts) of the chosen subset are combined along a direction n̂, m̂ uniform on the unit sphere
-of their span ("uniform") or along one of them picked at random ("axis"); |y| and |φ| are
-uniform in the ``rapidity`` and ``angle`` ranges (default [0, 1] and [0, π], as the built-in
-groups' ``sample()``), or the boost velocity |β| = tanh|y| uniform in a ``beta`` range. Any
-group with ``generators()`` works, a third-party one included.
+from the spec's group by :func:`symfw.core.groups.random_elements`, the one distribution symfw
+uses: the compact generators J (rotations, Tᵀ = −T) and the others K (boosts) of the chosen
+subset are combined along a direction n̂, m̂ uniform on the unit sphere of their span
+("uniform") or along one of them picked at random ("axis"); |y| and |φ| are uniform in the
+``rapidity`` and ``angle`` ranges (default [0, 1] and [0, π]), or the boost velocity
+|β| = tanh|y| uniform in a ``beta`` range. Any group with ``generators()`` works, a
+third-party one included.
 
-Only real particles move: padded entries are passed through unchanged. Spurions are appended
+Only real particles move (:func:`symfw.core.groups.act`): padded entries pass unchanged. Spurions are appended
 inside the model, after Λ has acted, so they are never transformed. f(x) is the training
 pass's output when the trainer passes it (``batch.logits``); otherwise f(x) and f(Λx) are
 evaluated in one call on the concatenated batch (one set of batch-norm statistics for both).
@@ -27,10 +28,9 @@ import torch
 from pydantic import Field, field_validator
 
 from symfw.core.errors import UsageError
+from symfw.core.groups import Range, act, check_range, chosen_generators, random_elements
 from symfw.core.hookspecs import hookimpl
 from symfw.core.interfaces import Batch, Options, Penalty, SymmetryGroup
-
-Range = tuple[float, float]
 
 
 # --------------------------------------------------------------------------- shared by the SEAL penalties
@@ -59,13 +59,11 @@ class SealOptions(Options):
 
 
 def select_generators(group: SymmetryGroup, names: list[str], dtype, device) -> tuple[list[str], torch.Tensor]:
-    """The chosen generator names (empty: all) and their (G, 4, 4) matrices; unknown names are a UsageError."""
-    names = list(names) or list(group.generator_names)
-    if not names:
+    """The chosen generator names (empty: all) and their (G, 4, 4) matrices; unknown names, or a
+    group without generators, are a UsageError."""
+    if not (names or group.generator_names):
         raise UsageError(f"group '{group.name}' has no generators to penalise along")
-    gens = group.generators(dtype=dtype, device=device)
-    index = [group.generator_index(n) for n in names]  # raises UsageError listing the known ones
-    return list(names), gens[index]
+    return chosen_generators(group, names, dtype, device)
 
 
 def check_generators(group: SymmetryGroup, names: list[str]) -> None:
@@ -111,24 +109,6 @@ def event_mean(per_event: torch.Tensor, weight: torch.Tensor | None) -> torch.Te
     return value.sum()
 
 
-def move_real(elements: torch.Tensor, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Λ_b acting on the real particles of event b; padded entries unchanged."""
-    moved = torch.einsum("bij,bnj->bni", elements.to(p4.dtype), p4)
-    return torch.where(mask.unsqueeze(-1), moved, p4)
-
-
-def check_range(v: Range) -> Range:
-    """A [low, high] range of a group parameter: 0 <= low <= high < inf."""
-    if not (0 <= v[0] <= v[1] and math.isfinite(v[1])):
-        raise ValueError("must be [low, high] with 0 <= low <= high < inf")
-    return v
-
-
-def is_compact(generator: torch.Tensor) -> bool:
-    """Rotation-like (antisymmetric in the (E, px, py, pz) basis) rather than boost-like."""
-    return bool(torch.allclose(generator, -generator.T))
-
-
 # --------------------------------------------------------------------------- Γ_G
 
 
@@ -157,55 +137,26 @@ class SealGroup(Penalty):
         @field_validator("beta")
         @classmethod
         def _beta(cls, v: Range) -> Range:
-            if not (0 <= v[0] <= v[1] < 1):
-                raise ValueError("must be [low, high] with 0 <= low <= high < 1")
-            return v
+            return check_range(v, upper=1.0)
 
     def __init__(self, options: "SealGroup.Options", group: SymmetryGroup):
         super().__init__(options, group)
-        _, gens = select_generators(group, options.generators, torch.float64, None)
-        self._compact = [is_compact(g) for g in gens]
+        check_generators(group, options.generators)
 
     def sample(self, n: int, *, dtype=torch.float64, device=None) -> torch.Tensor:
-        """(n, 4, 4) random elements exp(φ n̂·J) exp(y m̂·K) on ``device``."""
-        _, gens = select_generators(self.group, self.options.generators, dtype, device)
-        rotations = [g for g, c in zip(gens, self._compact) if c]
-        boosts = [g for g, c in zip(gens, self._compact) if not c]
-        velocity = self.options.beta[1] > 0
-        boost_range = self.options.beta if velocity else self.options.rapidity
-        parts = [
-            self._algebra(basis, bounds, n, dtype, device, velocity=v)
-            for basis, bounds, v in ((rotations, self.options.angle, False), (boosts, boost_range, velocity))
-            if basis
-        ]
-        if not parts:
-            return torch.eye(4, dtype=dtype, device=device).expand(n, 4, 4)
-        elements = torch.linalg.matrix_exp(torch.cat(parts)).unflatten(0, (len(parts), n))
-        return elements[0] @ elements[1] if len(parts) == 2 else elements[0]
-
-    def _algebra(self, gens: list[torch.Tensor], bounds: Range, n: int, dtype, device, velocity=False) -> torch.Tensor:
-        """(n, 4, 4) algebra elements: a direction in the span of ``gens`` times a size uniform in
-        ``bounds`` (with ``velocity``, uniform in β and the size is the rapidity atanh β)."""
-        basis = torch.stack(gens)
-        if self.options.direction == "uniform":
-            direction = torch.randn(n, len(gens), dtype=dtype, device=device)
-            direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-30)
-        else:
-            pick = torch.randint(len(gens), (n,), device=device)
-            sign = torch.randint(0, 2, (n, 1), device=device).to(dtype) * 2 - 1
-            direction = torch.nn.functional.one_hot(pick, len(gens)).to(dtype) * sign
-        low, high = bounds
-        size = low + (high - low) * torch.rand(n, 1, dtype=dtype, device=device)
-        if velocity:
-            size = torch.atanh(size)
-        return torch.einsum("na,aij->nij", direction * size, basis)
+        """(n, 4, 4) random elements exp(φ n̂·J) exp(y m̂·K) on ``device``, from torch's global RNG."""
+        o = self.options
+        velocity = o.beta[1] > 0
+        return random_elements(
+            self.group, n, generators=o.generators, direction=o.direction, angle=o.angle,
+            rapidity=None if velocity else o.rapidity, beta=o.beta if velocity else None, dtype=dtype, device=device,
+        )
 
     def __call__(self, fn, batch: Batch) -> torch.Tensor:
         batch = first_events(batch, self.options.event_fraction)
         p4, mask = batch.p4, batch.mask
         n = p4.shape[0]
-        elements = self.sample(n, dtype=torch.float64, device=p4.device)
-        moved = move_real(elements, p4.to(torch.float64), mask).to(p4.dtype)
+        moved = act(self.sample(n, dtype=torch.float64, device=p4.device), p4, mask)
         if batch.logits is None:
             out = fn(torch.cat([p4, moved]), torch.cat([mask, mask]))
             ref, new = out[..., :n], out[..., n:]

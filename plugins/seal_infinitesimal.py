@@ -23,7 +23,7 @@ The trainer's ``fn`` normalises with the statistics recorded on the clean batch
 a penalty is called with a model in plain training mode.
 
 ``orbit_rapidity = [0, y]`` takes the derivatives at Λx rather than x, with Λ drawn as Γ_G draws
-it (|rapidity| ≤ y, rotations by any angle): the derivative is then small along the orbit out to
+it, by :func:`symfw.core.groups.random_elements` (|rapidity| in the range, rotations by any angle): the derivative is then small along the orbit out to
 rapidity y, not only at the data, which bounds finite changes |f(exp(θT)x) − f(x)| ≤ ∫|∂_T f|.
 A symfw option (SEAL's Γ_δ is the default, [0, 0]).
 
@@ -47,26 +47,17 @@ traced by ``torch.func``; for it the same forward-mode derivative is taken with
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 import torch.autograd.forward_ad as fwAD
 from pydantic import Field, field_validator
 
+from symfw.core.groups import Range, act, check_range, random_elements, tangents
 from symfw.core.hookspecs import hookimpl
 from symfw.core.interfaces import Batch, Penalty, SymmetryGroup
-from symfw.plugins.seal_group import (
-    Range,
-    SealGroup,
-    SealOptions,
-    check_generators,
-    check_range,
-    first_events,
-    move_real,
-    on_output,
-    seal_mean,
-    select_generators,
-)
+from symfw.plugins.seal_group import SealOptions, check_generators, first_events, on_output, seal_mean, select_generators
 
 _CAPTURED_MUTATION = "mutate a captured Tensor"
 
@@ -152,28 +143,26 @@ class SealInfinitesimal(Penalty):
     def __init__(self, options: "SealInfinitesimal.Options", group: SymmetryGroup):
         super().__init__(options, group)
         check_generators(group, options.generators)
-        self._orbit = None
-        if options.orbit_rapidity[1] > 0:
-            self._orbit = SealGroup(
-                SealGroup.Options(generators=options.generators, rapidity=options.orbit_rapidity), group
-            )
 
     def points(self, batch: Batch) -> torch.Tensor:
         """Where the derivatives are taken: the events, or (``orbit_rapidity``) random points of their orbits."""
-        if self._orbit is None:
+        if self.options.orbit_rapidity[1] == 0:
             return batch.p4
-        elements = self._orbit.sample(batch.p4.shape[0], dtype=torch.float64, device=batch.p4.device)
-        return move_real(elements, batch.p4.to(torch.float64), batch.mask).to(batch.p4.dtype)
+        elements = random_elements(
+            self.group, batch.p4.shape[0], generators=self.options.generators, rapidity=self.options.orbit_rapidity,
+            angle=(0.0, math.pi), device=batch.p4.device,
+        )
+        return act(elements, batch.p4, batch.mask)
 
     def per_generator(self, fn, batch: Batch) -> tuple[list[str], torch.Tensor]:
         """(G, ..., B) directional derivatives ∂f/∂x · T_a x of the output, one row per generator."""
         p4, mask = self.points(batch), batch.mask
         names, gens = select_generators(self.group, self.options.generators, p4.dtype, p4.device)
-        tangents = torch.einsum("aij,bnj->abni", gens, p4) * mask[None, :, :, None].to(p4.dtype)
+        along = tangents(gens, p4, mask)
         if not self.options.random_signs:
-            return names, directional_derivatives(self._output(fn, mask), p4, tangents, self.options.method)
+            return names, directional_derivatives(self._output(fn, mask), p4, along, self.options.method)
         sign = torch.randint(0, 2, (p4.shape[0],), device=p4.device).to(p4.dtype) * 2 - 1
-        derivs = directional_derivatives(self._output(fn, mask), p4, tangents * sign[:, None, None], self.options.method)
+        derivs = directional_derivatives(self._output(fn, mask), p4, along * sign[:, None, None], self.options.method)
         return names, derivs * sign  # J(s·v)_b = s_b (Jv)_b for events that do not interact
 
     def _output(self, fn, mask):
@@ -189,7 +178,7 @@ class SealInfinitesimal(Penalty):
             p4, mask = self.points(batch), batch.mask
             _, gens = select_generators(self.group, self.options.generators, p4.dtype, p4.device)
             xi = torch.randn(p4.shape[0], gens.shape[0], dtype=p4.dtype, device=p4.device)
-            tangent = torch.einsum("ba,aij,bnj->bni", xi, gens, p4) * mask.unsqueeze(-1).to(p4.dtype)
+            tangent = torch.einsum("ba,abni->bni", xi, tangents(gens, p4, mask))
             derivs = directional_derivatives(self._output(fn, mask), p4, tangent[None], self.options.method)
             per_event = derivs[0].pow(2) / (gens.shape[0] if self.options.reduction == "mean" else 1)
         out = None

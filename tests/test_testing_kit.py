@@ -12,7 +12,7 @@ def builtin(kind, name):
     return symfw.get_registry().get(kind, name)
 
 
-@pytest.mark.parametrize("name", ["lorentz", "so3", "so2-z", "boost-z", "longitudinal", "trivial"])
+@pytest.mark.parametrize("name", ["lorentz", "so3", "so2-z", "so12-z", "boost-z", "longitudinal", "trivial"])
 def test_builtin_groups_pass(name):
     result = check_group(builtin("group", name))
     assert result["metric_error"] < 1e-12
