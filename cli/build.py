@@ -12,7 +12,7 @@ from symfw.core.errors import SpecError, UsageError
 from symfw.core.model import build_model
 from symfw.core.spec import Spec, resolve_spec, write_spec
 
-from .app import QuietOpt, RegistryOpt, err_console, registry_with
+from ._common import QuietOpt, RegistryOpt, err_console, registry_with
 
 NONE = "none"
 
@@ -93,9 +93,10 @@ def check_penalties(spec: Spec, reg) -> None:
             raise SpecError(f"build: penalties[{i}].options: {exc}") from None
 
 
-def summary_table(spec: Spec) -> Table:
-    """Components, parameter counts per part and hidden neurons (the counts come from the built model)."""
-    model = build_model(spec)
+def summary_table(spec: Spec, model=None) -> Table:
+    """Components, parameter counts per part and hidden neurons (the counts come from the built
+    model), and the residual group the model keeps by construction."""
+    model = build_model(spec) if model is None else model
     params, hidden = model.parameter_counts(), model.hidden_neuron_counts()
     table = Table(title=f"model '{spec.name}'", title_justify="left")
     table.add_column("part")
@@ -119,6 +120,7 @@ def summary_table(spec: Spec) -> Table:
         if part in params:
             table.add_row(part, desc, f"{params[part]:,}", str(hidden[part]))
     table.add_row("total", f"group {spec.group.name}", f"{params['total']:,}", str(hidden["total"]), style="bold")
+    table.add_row("keeps", f"residual group {model.residual_group.name}", "", "")
     extras = [f"inputs: {', '.join(r.name for r in spec.inputs)}"] if spec.inputs else []
     extras += [f"penalty {p.name} (λ={p.lam:g})" for p in spec.penalties]
     if extras:
@@ -168,7 +170,9 @@ def build(
     spec = resolve_spec(data, origin="build", registry=reg)
     check_penalties(spec, reg)
     if not quiet:
-        err_console.print(summary_table(spec))
+        model = build_model(spec)
+        err_console.print(summary_table(spec, model))
+        err_console.print(f"residual group: {model.residual_reason}", soft_wrap=True)
     if out is None:
         typer.echo(spec.to_toml(), nl=False)
     else:

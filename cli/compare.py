@@ -11,27 +11,38 @@ from rich.table import Table
 
 from symfw.core.errors import UsageError
 
-from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, parse_floats, registry_with
-from .train import (
+from ._common import (
     BatchOpt,
+    CutContextOpt,
     DataOpt,
+    DdpOpt,
     DeviceOpt,
     EpochProgress,
     EpochsOpt,
     EventsOpt,
     FractionsOpt,
+    JsonOpt,
     LrOpt,
     PtMaxOpt,
+    QuietOpt,
+    RegistryOpt,
     ResumeOpt,
     SeedOpt,
+    TaskProgress,
     ThreadsOpt,
     VectorizeOpt,
     WdOpt,
+    check_device,
     check_vectorize,
+    err_console,
     extrapolation_table,
     load_data,
+    load_specs,
     make_settings,
+    metric_label,
+    parse_floats,
     pm,
+    registry_with,
     results_console,
     set_threads,
 )
@@ -39,7 +50,9 @@ from .train import (
 
 def compare_table(summary: dict[str, Any]) -> Table:
     rows = summary["rows"]
-    at = sorted({int(e) for r in rows for e in r["val_auc_at"]})
+    metric = summary.get("primary", "auc")
+    label = metric_label(metric)
+    at = sorted({int(e) for r in rows for e in r[f"val_{metric}_at"]})
     table = Table(
         title="comparison on identical splits and seeds (mean ± std over members)", title_justify="left"
     )
@@ -48,24 +61,24 @@ def compare_table(summary: dict[str, Any]) -> Table:
     chosen = bool(summary.get("selection"))
     if chosen:
         table.add_column("lr (chosen)", justify="right")
-    table.add_column("final test AUC", justify="right")
-    table.add_column("best-val test AUC", justify="right")
+    table.add_column(f"final test {label}", justify="right")
+    table.add_column(f"best-val test {label}", justify="right")
     for e in at:
-        table.add_column(f"val AUC @{e}", justify="right")
+        table.add_column(f"val {label} @{e}", justify="right")
     table.add_column("epochs to 99%", justify="right")
     table.add_column("time (s)", justify="right")
     for r in rows:
         table.add_row(
             r["spec"], f"{r['parameters']:,}", *([f"{r['lr']:g}"] if chosen else []),
-            pm(r["final_test_auc"]), pm(r["best_test_auc"]),
-            *[pm(r["val_auc_at"].get(str(e)), 3) for e in at],
+            pm(r[f"final_test_{metric}"]), pm(r[f"best_test_{metric}"]),
+            *[pm(r[f"val_{metric}_at"].get(str(e)), 3) for e in at],
             pm(r["epochs_to_99"], 1), f"{r['train_time_s']:.0f}",
         )
     r0 = rows[0]
     table.caption = (
         f"{r0['members']} members × {r0['epochs']} epochs on {r0['n_train']:,} training events; "
         "val = validation split, test = test split (never used for selection); "
-        "epochs to 99% = first epoch at 99% of the member's final val AUC"
+        f"epochs to 99% = first epoch within 1% of the member's final val {label}"
     )
     return table
 
@@ -74,13 +87,15 @@ def selection_table(selection: dict[str, Any] | None) -> Table | None:
     """The learning-rate trials of every spec and the one chosen on validation."""
     if not selection:
         return None
-    table = Table(title="learning rate chosen on validation (mean final-epoch val AUC per trial)", title_justify="left")
+    metric = selection.get("metric", "auc")
+    table = Table(title=f"learning rate chosen on validation (mean final-epoch val {metric_label(metric)} per trial, "
+                  f"{'largest' if selection.get('direction', 'max') == 'max' else 'smallest'} wins)", title_justify="left")
     table.add_column("spec")
     for lr in selection["grid"]:
         table.add_column(f"lr {lr:g}", justify="right")
     table.add_column("chosen", justify="right")
     for name, entry in selection["specs"].items():
-        cells = ["–" if t["val_auc"] is None else f"{t['val_auc']:.4f}" for t in entry["trials"]]
+        cells = ["–" if t[f"val_{metric}"] is None else f"{t[f'val_{metric}']:.4f}" for t in entry["trials"]]
         table.add_row(name, *cells, f"{entry['lr']:g}")
     return table
 
@@ -119,8 +134,9 @@ def invariance_table(inv: dict[str, Any] | None) -> Table | None:
 def difference_table(summary: dict[str, Any]) -> Table | None:
     if not summary["differences"]:
         return None
+    metric = summary.get("primary", "auc")
     table = Table(title="differences (paired by seed: mean ± standard error)", title_justify="left")
-    for col in ("a − b", "Δ final test AUC", "Δ best-val test AUC"):
+    for col in ("a − b", f"Δ final test {metric_label(metric)}", f"Δ best-val test {metric_label(metric)}"):
         table.add_column(col, justify="right" if col != "a − b" else "left")
 
     def fmt(d):
@@ -129,7 +145,7 @@ def difference_table(summary: dict[str, Any]) -> Table | None:
         return f"{d['mean']:+.4f}" + (f" ± {d['sem']:.4f}" if d["sem"] is not None else " (one seed)")
 
     for d in summary["differences"]:
-        table.add_row(f"{d['a']} − {d['b']}", fmt(d["final_test_auc"]), fmt(d["best_test_auc"]))
+        table.add_row(f"{d['a']} − {d['b']}", fmt(d[f"final_test_{metric}"]), fmt(d[f"best_test_{metric}"]))
     return table
 
 
@@ -137,38 +153,16 @@ def fraction_table(summary: dict[str, Any]) -> Table | None:
     by = summary.get("by_fraction")
     if not by:
         return None
+    metric = summary.get("primary", "auc")
     fractions = sorted({f["fraction"] for rows in by.values() for f in rows})
-    table = Table(title="final test AUC vs training fraction (mean ± std)", title_justify="left")
+    table = Table(title=f"final test {metric_label(metric)} vs training fraction (mean ± std)", title_justify="left")
     table.add_column("spec")
     for f in fractions:
         table.add_column(f"{f:g}", justify="right")
     for name, rows in by.items():
-        cells = {f["fraction"]: pm(f["final_test_auc"]) for f in rows}
+        cells = {f["fraction"]: pm(f[f"final_test_{metric}"]) for f in rows}
         table.add_row(name, *[cells.get(f, "–") for f in fractions])
     return table
-
-
-class TaskProgress:
-    """A rich progress bar of finished training tasks (executors that run elsewhere, e.g. Ray)."""
-
-    def __init__(self, quiet: bool, label: str):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
-            TimeElapsedColumn(), console=err_console, disable=quiet,
-        )
-        self.bar = self.progress.add_task(label, total=None, last="")
-
-    def __enter__(self):
-        self.progress.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.progress.__exit__(*exc)
-
-    def __call__(self, task, done: int, total: int) -> None:
-        self.progress.update(self.bar, completed=done, total=total, last=f"done: {task.label}")
 
 
 def compare(
@@ -183,6 +177,7 @@ def compare(
     seed: SeedOpt = 0,
     fractions: FractionsOpt = None,
     train_pt_max: PtMaxOpt = None,
+    cut_context: CutContextOpt = "leading-pt",
     lr_grid: Annotated[
         str | None,
         typer.Option(
@@ -215,6 +210,7 @@ def compare(
     retries: Annotated[
         int | None, typer.Option("--retries", help="Retries of a failed or killed training task (ray: 2, local: 0).")
     ] = None,
+    ddp: DdpOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
     registry: RegistryOpt = None,
@@ -223,11 +219,11 @@ def compare(
 
     Example: symfw compare pfn invariant hybrid --data zmumu --events 20000 --epochs 30 --seeds 3 --out cmp/
     On a Ray cluster: symfw compare pfn hybrid --seeds 10 --executor ray --address auto --out cmp/
+    Data-parallel: symfw compare pfn hybrid --ddp 2 --out cmp/ (or torchrun --nproc-per-node 2 -m symfw compare ...)
     """
     from symfw.core.compare import run_compare
+    from symfw.core.distributed import launched_by_torchrun
     from symfw.core.executors import make_executor
-    from symfw.core.spec import load_spec
-    from symfw.core.training import resolve_device, with_training_overrides
 
     if len(specs) < 2:
         raise UsageError("compare needs at least two specs (files or preset names)")
@@ -235,24 +231,35 @@ def compare(
         raise UsageError("--lr and --lr-grid exclude each other: the grid chooses the learning rate")
     grid = parse_floats(lr_grid, "--lr-grid", "3e-4,1e-3,3e-3") if lr_grid is not None else None
     reg = registry_with(registry)
-    settings = make_settings(data, events, seed, seeds, fractions, train_pt_max)
-    dev = resolve_device(device)
+    settings = make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context)
+    dev = check_device(device)
     mode = check_vectorize(vectorize)
     set_threads(threads)
     runner = make_executor(executor, address, retries, str(dev))
-    loaded = [
-        with_training_overrides(load_spec(s, registry=reg), epochs=epochs, lr=lr, batch_size=batch_size,
-                                weight_decay=weight_decay)
-        for s in specs
-    ]
-    events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg)
-    progress = EpochProgress(quiet, show_lr=grid is not None) if runner.in_process else TaskProgress(quiet, f"training tasks ({runner.name})")
-    with progress:
-        summary = run_compare(
-            loaded, events_data, settings, out, resume=resume, device=dev, vectorize=mode, registry=reg,
-            on_epoch=progress if runner.in_process else None, on_task=None if runner.in_process else progress,
-            executor=runner, lr_grid=grid, invariance=invariance,
-        )
+    loaded = load_specs(specs, reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+    if ddp is not None or launched_by_torchrun():
+        from .ddp import DdpRequest, run_distributed
+
+        if executor != "local" or retries:
+            raise UsageError("--ddp trains every task data-parallel in this machine's processes: use --executor local")
+        if mode == "yes":
+            raise UsageError("--vectorize yes: data-parallel training trains one member at a time")
+        options = {"lr_grid": grid, "invariance": invariance}
+        request = DdpRequest("compare", tuple(loaded), settings, out, resume, str(dev), tuple(registry or ()), quiet,
+                             options)
+        summary = run_distributed(ddp, request, threads)
+        if summary is None:  # a rank other than 0: rank 0 reports
+            return
+    else:
+        events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg)
+        progress = (EpochProgress(quiet, show_lr=grid is not None) if runner.in_process
+                    else TaskProgress(quiet, f"training tasks ({runner.name})"))
+        with progress:
+            summary = run_compare(
+                loaded, events_data, settings, out, resume=resume, device=dev, vectorize=mode, registry=reg,
+                on_epoch=progress if runner.in_process else None, on_task=None if runner.in_process else progress,
+                executor=runner, lr_grid=grid, invariance=invariance,
+            )
     if json_:
         typer.echo(json.dumps(summary, indent=2))
         return
@@ -263,7 +270,7 @@ def compare(
         invariance_table(summary.get("invariance")),
         difference_table(summary),
         fraction_table(summary),
-        extrapolation_table(summary.get("extrapolation") or {}),
+        extrapolation_table(summary.get("extrapolation") or {}, summary.get("primary", "auc")),
     ):
         if table is not None:
             console.print(table)

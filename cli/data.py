@@ -14,7 +14,7 @@ from rich.table import Table
 from symfw.core.data import load_events, resolve_data, save_events, target_summary
 from symfw.core.errors import UsageError
 
-from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, parse_floats, registry_with
+from ._common import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, parse_floats, registry_with
 
 app = make_app("Generate toy datasets and inspect event files (.npz, .h5).")
 

@@ -1,14 +1,16 @@
-"""The data-parallel path of ``symfw train``: started by torchrun, or by ``--ddp N`` (spawned here).
+"""The data-parallel path of ``symfw train`` and ``symfw compare``: started by torchrun, or by
+``--ddp N`` (spawned here).
 
-Under torchrun every process runs the whole command; rank 0 shows the progress, writes the run
-directory and prints the tables, the other ranks train and stay silent. With ``--ddp N`` this
+Under torchrun every process runs the whole command; rank 0 shows the progress, writes the
+outputs and prints the tables, the other ranks train and stay silent. With ``--ddp N`` this
 process spawns N ranks on this machine (:func:`symfw.core.distributed.launch`), waits for them,
-and prints rank 0's results itself. See docs/scaling.md.
+and prints rank 0's results itself. Each rank runs the one orchestration with
+``parallel=<its process group>``. See docs/scaling.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +19,18 @@ from symfw.core.errors import SymfwError, UsageError
 
 @dataclass(frozen=True)
 class DdpRequest:
-    """What every rank needs to train (picklable: sent to spawned ranks)."""
+    """What every rank needs to train (picklable: sent to spawned ranks). ``command`` is
+    ``train`` (one spec) or ``compare`` (with ``options`` for :func:`run_compare`)."""
 
-    spec: Any
+    command: str
+    specs: tuple[Any, ...]
     settings: Any
     out: Path
     resume: bool
     device: str
     registry: tuple[Path, ...]
     quiet: bool
-
-
-class _MemberProgress:
-    """Adapts the per-member epoch records of DDP training to the ensemble progress bar."""
-
-    def __init__(self, progress):
-        self.progress = progress
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        e, m, n = record["epochs"], record["member"], record["n_members"]
-        self.progress({**record, "epoch": m * e + record["epoch"], "epochs": n * e})
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 def _rank_main(request: DdpRequest, torchrun: bool = False) -> dict[str, Any] | None:
@@ -46,10 +40,11 @@ def _rank_main(request: DdpRequest, torchrun: bool = False) -> dict[str, Any] | 
     reports the results, or the error every rank raised (a rank exiting with an error code would
     make torchrun stop rank 0 at once).
     """
-    from symfw.core.distributed import end_process, process_group, run_training_ddp
+    from symfw.core.compare import run_compare
+    from symfw.core.distributed import end_process, process_group
+    from symfw.core.training import run_training
 
-    from .app import registry_with
-    from .train import EpochProgress, load_data
+    from ._common import EpochProgress, load_data, registry_with
 
     reg = registry_with(list(request.registry))
     with process_group(request.device) as info:
@@ -57,11 +52,13 @@ def _rank_main(request: DdpRequest, torchrun: bool = False) -> dict[str, Any] | 
             quiet = request.quiet or not info.is_main
             s = request.settings
             data = load_data(s.data, s.events, s.seed, quiet, reg)
-            with EpochProgress(quiet) as progress:
-                results = run_training_ddp(
-                    request.spec, data, s, request.out, resume=request.resume, registry=reg,
-                    on_epoch=_MemberProgress(progress), info=info,
-                )
+            with EpochProgress(quiet, show_lr=request.options.get("lr_grid") is not None) as progress:
+                if request.command == "train":
+                    results = run_training(request.specs[0], data, s, request.out, resume=request.resume,
+                                           registry=reg, on_epoch=progress, parallel=info)
+                else:
+                    results = run_compare(list(request.specs), data, s, request.out, resume=request.resume,
+                                          registry=reg, on_epoch=progress, parallel=info, **request.options)
         except SymfwError:
             if torchrun and not info.is_main:
                 end_process(0)
@@ -71,9 +68,7 @@ def _rank_main(request: DdpRequest, torchrun: bool = False) -> dict[str, Any] | 
     return results if info.is_main else None
 
 
-def train_distributed(
-    nproc: int | None, request: DdpRequest, threads: int | None = None
-) -> dict[str, Any] | None:
+def run_distributed(nproc: int | None, request: DdpRequest, threads: int | None = None) -> dict[str, Any] | None:
     """Train data-parallel; the results on rank 0 (and with ``--ddp``), None on other ranks."""
     from symfw.core.distributed import launch, launched_by_torchrun
 

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from symfw.core.errors import UsageError
 
-from .app import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, parse_floats, registry_with
+from ._common import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, parse_floats, registry_with
 
 app = make_app("Diagnose models: invariance under the spec's group.")
 
@@ -90,11 +90,12 @@ def _events(data: str | None, events: int, seed: int, settings: dict | None, reg
     return resolve_data(data, n_events=events, seed=seed, registry=reg), f"{data} (seed {seed})"
 
 
-def _table(c, prob: bool) -> Table:
+def _table(c, prob: bool, claimed: bool = False) -> Table:
     """One model: rows θ (rapidity for K, radians for J), columns generators."""
     quantity = "|Δ probability|" if prob else "|Δ logit|"
     scale = f"; logit std {c.logit_std:.2g}" if not prob else ""
-    title = f"{c.label}: mean {quantity} under exp(±θT){scale}"
+    which = f"its claimed group {c.group}" if claimed else c.group
+    title = f"{c.label}: mean {quantity} under exp(±θT) of {which}{scale}"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("θ", justify="right")
     for r in c.rows:
@@ -139,9 +140,19 @@ def invariance(
     Each event is moved by exp(±θT) for each generator T of the first target's group (and by a
     boost along a random direction); models run in float64, eval mode. Several targets are
     evaluated on the same events and the same group elements; the first is the reference of
-    the ratios. Example: symfw diagnose invariance runs/pfn runs/pfn-seal --out diag/
+    the ratios. Each model is also measured along every generator of the group it claims to
+    keep by construction (its residual group, e.g. so2-z for beam spurions), where |Δ| must
+    vanish to rounding. Example: symfw diagnose invariance runs/pfn runs/pfn-seal --out diag/
     """
-    from symfw.core.diagnostics import diagnostic_directions, invariance_curves, plot_invariance, summary_ratios
+    from symfw.core.diagnostics import (
+        claimed_curves,
+        claimed_entry,
+        claimed_plot_path,
+        diagnostic_directions,
+        invariance_curves,
+        plot_invariance,
+        summary_ratios,
+    )
     from symfw.core.io import atomic_write_json
 
     if events < 1:
@@ -156,25 +167,17 @@ def invariance(
     tensors = sample.tensors(dtype=torch.float64)
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console, disable=quiet)
-    curves = []
+    curves, claimed = [], []
     with progress:
         for label, spec, models, _ in loaded:
             fns = [m.double().eval() for m in models]
-            task = progress.add_task(f"{label}", total=n_rows * len(grid))
-            curves.append(
-                invariance_curves(
-                    fns,
-                    group,
-                    tensors["p4"],
-                    tensors["mask"],
-                    weight=tensors["weight"],
-                    parameters=grid,
-                    generators=names,
-                    label=label,
-                    seed=seed,
-                    progress=lambda: progress.advance(task),
-                )
-            )
+            keeps = fns[0].residual_group
+            n_claimed = len(diagnostic_directions(keeps)) if keeps.generator_names else 0
+            task = progress.add_task(f"{label}", total=(n_rows + n_claimed) * len(grid))
+            common = dict(weight=tensors["weight"], parameters=grid, label=label, seed=seed,
+                          progress=lambda: progress.advance(task))
+            curves.append(invariance_curves(fns, group, tensors["p4"], tensors["mask"], generators=names, **common))
+            claimed.append((fns[0], claimed_curves(fns, tensors["p4"], tensors["mask"], **common)))
     ratios = summary_ratios(curves) if len(curves) > 1 else {}
     payload = {
         "events": where,
@@ -183,10 +186,14 @@ def invariance(
         "ratios_dlogit": ratios,
         "ratios_dprob": summary_ratios(curves, prob=True) if len(curves) > 1 else {},
         "ratios_dlogit_over_logit_std": summary_ratios(curves, relative=True) if len(curves) > 1 else {},
+        "claimed": [{"label": c.label, **claimed_entry(model, kept)} for c, (model, kept) in zip(curves, claimed)],
     }
+    kept_curves = [kept for _, kept in claimed if kept is not None]
     if out is not None:
         atomic_write_json(out / "invariance.json", payload)
         plot_invariance(curves, out / "invariance.png")
+        if kept_curves:
+            plot_invariance(kept_curves, claimed_plot_path(out / "invariance.png"))
     if json_:
         typer.echo(json.dumps(payload, indent=2))
     else:
@@ -198,5 +205,10 @@ def invariance(
             for label, per_row in payload[key].items():
                 text = ", ".join(f"{r} {v:.3g}×" for r, v in per_row.items())
                 out_console.print(f"{what} of {curves[0].label} over {label} (mean over θ>0): {text}")
+        for entry, (_, kept) in zip(payload["claimed"], claimed):
+            out_console.print(f"{entry['label']} claims {entry['reason']}", soft_wrap=True)
+            if kept is not None:
+                out_console.print(_table(kept, False, claimed=True))
     if out is not None and not quiet:
-        err_console.print(f"wrote {out / 'invariance.json'} and {out / 'invariance.png'}")
+        figures = " and ".join(str(p) for p in [out / "invariance.png", *([claimed_plot_path(out / "invariance.png")] if kept_curves else [])])
+        err_console.print(f"wrote {out / 'invariance.json'}, {figures}")

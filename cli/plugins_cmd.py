@@ -8,7 +8,7 @@ from rich.table import Table
 
 from symfw.core.registry import KIND_LABELS
 
-from .app import JsonOpt, RegistryOpt, err_console, make_app, out_console, registry_with
+from ._common import JsonOpt, RegistryOpt, err_console, make_app, out_console, registry_with
 
 app = make_app("Inspect plugins: registered components, presets and load failures.")
 

@@ -4,23 +4,25 @@ Every spec is trained as :func:`symfw.core.training.run_training` trains it, wit
 :class:`~symfw.core.training.RunSettings` (so the same events, the same split and the same
 member seeds — member m of every spec sees the same batch order), into ``OUT/<spec name>/``;
 an executor (:mod:`symfw.core.executors`) runs the trainings here or on a Ray cluster.
-The summary (``compare.json``) holds per spec, for the largest training fraction:
+All specs must have the same task; its primary metric (AUC for ``binary`` and
+``multiclass``, the loss for ``regression``) is "the metric" below. The summary
+(``compare.json``) holds per spec, for the largest training fraction:
 
-- final and best-validation-epoch **test** AUC (mean ± std over members);
-- validation AUC at epochs 1, 5, 10, 25, 50, 100 (those trained);
-- epochs to reach 99% of the member's own final validation AUC;
+- final and best-validation-epoch **test** metrics (mean ± std over members);
+- the validation metric at epochs 1, 5, 10, 25, 50, 100 (those trained);
+- epochs to come within 1 % of the member's own final validation metric;
 - parameter count and training time;
 
-and for every pair of specs the difference of their test AUCs, paired by member (same seed):
-mean of the per-member differences ± its standard error. With several fractions, the test AUC
-per fraction; with a pT cut, the extrapolation metrics below and above it.
+and for every pair of specs the difference of their test metric, paired by member (same seed):
+mean of the per-member differences ± its standard error. With several fractions, the test
+metric per fraction; with a cut on the breaking variable, the metrics below and above it.
 
 **Learning rate chosen on validation** (``lr_grid``): every spec is trained once per learning
 rate of the grid — the same grid, so the same budget, for every spec — into
-``OUT/<spec name>/lr-<lr>/``; for each spec the learning rate with the highest validation AUC
-(the members' final-epoch validation AUC, averaged over members, at the largest training fraction)
-is kept, and only that run enters the table. The test split plays no part in the choice;
-``compare.json`` records every trial's validation AUC under ``selection``.
+``OUT/<spec name>/lr-<lr>/``; for each spec the learning rate with the best validation metric
+(the members' final-epoch value, averaged over members, at the largest training fraction;
+largest AUC, smallest loss) is kept, and only that run enters the table. The test split plays
+no part in the choice; ``compare.json`` records every trial under ``selection``.
 
 **Invariance** (``invariance=True``): every spec's final members are evaluated on the first
 ``INVARIANCE_EVENTS`` test events under the first spec's group, as ``symfw diagnose invariance``
@@ -46,9 +48,8 @@ from .errors import UsageError
 from .io import atomic_write_json
 from .runs import RunDir
 from .spec import Spec
-from .training import EpochCallback, RunSettings
+from .training import AT_EPOCHS, EpochCallback, RunSettings
 
-AT_EPOCHS = (1, 5, 10, 25, 50, 100)
 INVARIANCE_EVENTS = 2000
 
 
@@ -76,9 +77,15 @@ def _main_fraction(result: dict[str, Any]) -> dict[str, Any]:
     return max(result["fractions"], key=lambda f: f["fraction"])
 
 
+def _primary(result: dict[str, Any]) -> tuple[str, str]:
+    main = _main_fraction(result)
+    return main.get("primary", "auc"), main.get("direction", "max")
+
+
 def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = None) -> dict[str, Any]:
-    """The comparison of several :func:`run_training` results (same settings)."""
+    """The comparison of several :func:`run_training` results (same settings, same task)."""
     names = list(names or [r["spec"] for r in results])
+    primary, direction = _primary(results[0])
     rows = []
     for name, result in zip(names, results):
         main = _main_fraction(result)
@@ -86,6 +93,7 @@ def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = N
         rows.append(
             {
                 "spec": name,
+                "task": main.get("task", "binary"),
                 "fraction": main["fraction"],
                 "n_train": main["n_train"],
                 "members": len(main["members"]),
@@ -94,12 +102,12 @@ def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = N
                 "train_time_s": main["train_time_s"],
                 "mode": main["mode"],
                 "lr": main.get("lr"),
-                "final_test_auc": s["final_test"]["auc"],
-                "best_test_auc": s["best_test"]["auc"],
+                f"final_test_{primary}": s["final_test"][primary],
+                f"best_test_{primary}": s["best_test"][primary],
                 "final_test": s["final_test"],
                 "best_test": s["best_test"],
                 "best_epoch": s["best_epoch"],
-                "val_auc_at": {k: v for k, v in s["val_auc_at"].items() if int(k) in AT_EPOCHS},
+                f"val_{primary}_at": {k: v for k, v in s[f"val_{primary}_at"].items() if int(k) in AT_EPOCHS},
                 "epochs_to_99": s["epochs_to_99"],
             }
         )
@@ -109,9 +117,9 @@ def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = N
             a, b = _main_fraction(results[i]), _main_fraction(results[j])
             entry = {"a": names[i], "b": names[j]}
             for key in ("final", "best"):
-                entry[f"{key}_test_auc"] = _paired(
-                    [m[key]["test"]["auc"] for m in a["members"]],
-                    [m[key]["test"]["auc"] for m in b["members"]],
+                entry[f"{key}_test_{primary}"] = _paired(
+                    [m[key]["test"][primary] for m in a["members"]],
+                    [m[key]["test"][primary] for m in b["members"]],
                 )
             differences.append(entry)
     fractions = sorted({f["fraction"] for r in results for f in r["fractions"]})
@@ -122,8 +130,8 @@ def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = N
                 {
                     "fraction": f["fraction"],
                     "n_train": f["n_train"],
-                    "final_test_auc": f["summary"]["final_test"]["auc"],
-                    "best_test_auc": f["summary"]["best_test"]["auc"],
+                    f"final_test_{primary}": f["summary"]["final_test"][primary],
+                    f"best_test_{primary}": f["summary"]["best_test"][primary],
                 }
                 for f in sorted(r["fractions"], key=lambda f: f["fraction"])
             ]
@@ -136,6 +144,9 @@ def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = N
     return M.jsonable(
         {
             "specs": names,
+            "task": rows[0]["task"],
+            "primary": primary,
+            "direction": direction,
             "settings": first["settings"],
             "data": first["data"],
             "split": first["split"],
@@ -152,12 +163,14 @@ def _with_lr(spec: Spec, lr: float) -> Spec:
 
 
 def validation_score(result: dict[str, Any]) -> float:
-    """What the learning-rate choice maximises: the members' final-epoch validation AUC, averaged
-    (the state the headline "final test AUC" is measured on; a best-epoch maximum would favour
-    runs that peak early by chance)."""
-    aucs = [m["final"]["val"]["auc"] for m in _main_fraction(result)["members"]]
-    aucs = [a for a in aucs if a is not None and math.isfinite(a)]
-    return float(np.mean(aucs)) if aucs else -math.inf
+    """What the learning-rate choice optimises: the task's primary metric on the validation
+    split at the final epoch, averaged over members (the state the headline "final test" numbers
+    are measured on; a best-epoch optimum would favour runs that peak early by chance). NaN when
+    no member has a finite value."""
+    primary, _ = _primary(result)
+    values = [m["final"]["val"][primary] for m in _main_fraction(result)["members"]]
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
 
 
 def check_lr_grid(lr_grid: Sequence[float]) -> list[float]:
@@ -175,19 +188,24 @@ def select_on_validation(
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Per spec, the trial (one per learning rate) with the best :func:`validation_score`."""
     chosen, selection = [], {}
+    primary, direction = _primary(trials[0][0])
     for name, results in zip(names, trials):
-        scores = [validation_score(r) for r in results]
-        best = int(np.argmax(scores))
+        scores = np.asarray([validation_score(r) for r in results])
+        signed = np.where(np.isfinite(scores), scores if direction == "max" else -scores, -np.inf)
+        best = int(np.argmax(signed))
         chosen.append(results[best])
         selection[name] = {
             "lr": grid[best],
             "trials": [
-                {"lr": lr, "val_auc": score if math.isfinite(score) else None, "run": f"{name}/{lr_dirname(lr)}"}
+                {"lr": lr, f"val_{primary}": score if math.isfinite(score) else None, "run": f"{name}/{lr_dirname(lr)}"}
                 for lr, score in zip(grid, scores)
             ],
         }
     return chosen, {
-        "criterion": "final-epoch validation AUC, mean over members (largest training fraction)",
+        "metric": primary,
+        "direction": direction,
+        "criterion": f"final-epoch validation {primary} ({'largest' if direction == 'max' else 'smallest'}), "
+        "mean over members (largest training fraction)",
         "grid": list(grid),
         "specs": selection,
     }
@@ -222,17 +240,24 @@ def run_compare(
     on_task=None,
     lr_grid: Sequence[float] | None = None,
     invariance: bool = False,
+    parallel=None,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, Any]:
     """Train every spec into ``out/<name>/``, write ``compare.json`` and the plots.
 
-    ``executor`` runs the trainings (:mod:`symfw.core.executors`: in this process by default, or
-    on Ray); ``on_task(task, done, total)`` follows its finished tasks. ``lr_grid``: train each
-    spec at every learning rate and keep, per spec, the one best on validation. ``invariance``:
-    add the invariance summary of every spec's final members (see the module docstring).
+    The trainings are :func:`symfw.core.executors.train_runs`'s (the path ``symfw train``
+    takes): ``executor`` runs them here or on Ray, ``on_task(task, done, total)`` follows its
+    finished tasks, ``parallel`` (a :class:`~symfw.core.distributed.DistInfo`) trains each
+    data-parallel (call on every rank; rank 0 writes). ``lr_grid``: train each spec at every
+    learning rate and keep, per spec, the one best on validation. ``invariance``: add the
+    invariance summary of every spec's final members (see the module docstring).
     """
-    from .executors import train_specs
+    from .executors import _on_main, train_runs
 
     out = Path(out)
+    tasks = {spec.task.name for spec in specs}
+    if len(tasks) > 1:
+        raise UsageError(f"compare needs specs of one task, got {', '.join(sorted(tasks))}")
     names = run_dirnames(specs)
     grid = check_lr_grid(lr_grid) if lr_grid is not None else None
     if grid is None:
@@ -246,10 +271,16 @@ def run_compare(
                 raise UsageError(
                     f"{out / name} already holds a run; pass --resume to continue it or choose another --out"
                 )
-    results = train_specs(
-        runs, run_names, data, settings, out, executor=executor, resume=resume, device=device,
-        vectorize=vectorize, registry=registry, on_epoch=on_epoch, on_task=on_task,
+    results = train_runs(
+        runs, [out / name for name in run_names], data, settings, names=run_names, executor=executor,
+        resume=resume, device=device, vectorize=vectorize, registry=registry, on_epoch=on_epoch, on_task=on_task,
+        parallel=parallel, dtype=dtype,
     )
+    return _on_main(parallel, lambda: _summarise_and_write(
+        specs, results, names, grid, data, settings, out, registry, plots, invariance))
+
+
+def _summarise_and_write(specs, results, names, grid, data, settings, out, registry, plots, invariance):
     selection = None
     if grid is not None:
         trials = [results[i * len(grid) : (i + 1) * len(grid)] for i in range(len(specs))]
@@ -262,7 +293,7 @@ def run_compare(
 
         fraction = max(settings.fractions)
         members = [load_members(out / run, fraction=fraction, registry=registry) for run in compared_runs(summary)]
-        test = np.sort(prepare_split(data, settings).test)[:INVARIANCE_EVENTS]
+        test = np.sort(prepare_split(data, settings, registry).test)[:INVARIANCE_EVENTS]
         t = data.subset(test).tensors(dtype=torch.float64)
         summary["invariance"] = invariance_summary(
             members, names, t["p4"], t["mask"], t["weight"], plot=out / "invariance.png" if plots else None
@@ -271,7 +302,7 @@ def run_compare(
         from .plots import write_plots
 
         labels = names if selection is None else [f"{n}, lr {selection['specs'][n]['lr']:g}" for n in names]
-        summary["plots"] = [str(p) for p in write_plots(results, out, labels)]
+        summary["plots"] = [str(p) for p in write_plots(results, out, labels, registry=registry)]
         if invariance and "models" in summary["invariance"]:
             summary["plots"].append(str(out / "invariance.png"))
     atomic_write_json(out / "compare.json", summary)

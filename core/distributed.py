@@ -1,94 +1,60 @@
-"""Data-parallel training of one model on many processes: PyTorch ``DistributedDataParallel``.
+"""Data-parallel training over many processes: the :class:`DataParallelStepper` of the one loop.
 
-Launch with torchrun (one node or many)::
+Launch with torchrun (one node or many), or let symfw spawn the ranks on this machine::
 
     torchrun --nproc-per-node 2 -m symfw train hybrid --data z.npz --out runs/hybrid
-    symfw train hybrid --data z.npz --ddp 2 --out runs/hybrid        # the same, spawned by symfw
+    symfw train hybrid --data z.npz --ddp 2 --out runs/hybrid
+    symfw compare pfn hybrid --data z.npz --ddp 2 --out cmp/
 
 Each process (rank) reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``/``MASTER_PORT``) and joins the process group: **gloo** on CPU, **NCCL** on CUDA
-(rank r uses ``cuda:LOCAL_RANK``). What each rank does:
+(rank r uses ``cuda:LOCAL_RANK``). Every rank runs the same orchestration
+(:func:`symfw.core.executors.train_runs`) and the same epoch loop
+(:func:`symfw.core.training.train_ensemble`) with a :class:`DataParallelStepper`:
 
-- **Data.** Every rank holds the events in memory and makes the same seeded split. In epoch e,
-  member m's training events are shuffled by the permutation the single-process trainer uses
-  (seeded by the member seed and e), cut into global batches of ``batch_size`` events, and rank r
-  trains on the r-th contiguous slice of every global batch: the global batch is the spec's
-  ``batch_size``, each rank's share ``batch_size / world_size``. A last global batch with fewer
-  events than ranks is dropped.
-- **Gradients.** ``DistributedDataParallel`` averages them across ranks. Rank r's loss is
-  ``world_size · Σ_{i∈r} w_i·BCE_i / Σ_{i∈batch} w_i``, so the average is exactly the weighted
-  BCE of the global batch (the single-process loss), whatever the event weights. A penalty (a
-  mean over the rank's events) is scaled the same way by the rank's share of the batch's weight
-  (or of its events, for an unweighted penalty), so penalised training matches one process too —
-  for penalties that are means over events, as the interface asks (not SEAL's ``relative``
-  option, which divides by each rank's own output variance).
+- **Data.** Every rank holds the events and makes the same split. Member m's batch order is the
+  single-process one; rank r trains on the r-th contiguous shard of every global batch of
+  ``batch_size`` events. A last global batch with fewer events than ranks is dropped.
+- **Gradients.** Rank r's loss is ``world_size · Σ_{i∈r} w_i·ℓ_i / Σ_{i∈batch} w_i``; the
+  gradients are summed over ranks (one all-reduce per step) and divided by the world size, so
+  they are exactly the single-process gradients of the global batch whatever the weights. A
+  penalty (a mean over the rank's events, as the interface asks) is scaled by the rank's share
+  of the batch's weight (or events, when unweighted) — not SEAL's ``relative`` option, which
+  divides by each rank's own output variance.
 - **Batch norm.** :func:`convert_sync_batchnorm` replaces ``nn.BatchNorm1d`` and
-  :class:`~symfw.core.nn.MaskedBatchNorm` by versions that compute the batch statistics over the
-  global batch (one ``torch.distributed`` all-reduce per layer of every rank's count, mean and
-  squared deviations, with autograd through it), so normalisation, running statistics and
-  gradients are those of the single-process run. Penalty passes normalise with the statistics
-  the training pass recorded (:func:`~symfw.core.nn.shared_batch_statistics`, global ones with
-  synchronised batch norm) and run no collective. Other normalisation layers keep per-rank statistics.
-- **Metrics.** Rank 0 evaluates the whole validation split after every epoch and the test
-  split at the end (the model is identical on every rank); only rank 0 writes the run
-  directory; the final results are broadcast so every rank returns them.
-- **Ensembles.** DDP trains one model: the members of ``--seeds S`` are trained one after the
-  other, each on all ranks. A checkpoint after every epoch records the member and the epoch, so
-  ``--resume`` continues where a killed run stopped (also on another world size: the global
-  batch, and hence the result up to rounding, does not depend on it).
+  :class:`~symfw.core.nn.MaskedBatchNorm` by versions whose statistics cover the global batch
+  (one all-reduce per layer, autograd through it). Penalty passes reuse the recorded statistics
+  and run no collective. Other normalisation layers keep per-rank statistics.
+- **Ensembles, metrics, files.** The members of ``--seeds S`` train one after the other within
+  every step. Rank 0 evaluates, writes the run directory and the same
+  :class:`~symfw.core.checkpoint.Checkpoint` as a single process (so a run can be resumed on
+  another world size, or in one process); results are broadcast so every rank returns them.
 
-Hence a DDP run on W ranks computes what the single-process trainer computes with the same
-``batch_size``, up to the order of floating-point sums (``tests/core/test_distributed.py``
-measures the agreement). Random penalties draw per rank, so they do not reproduce the
-single-process draws. See ``docs/scaling.md``.
+Hence W ranks compute what one process computes with the same ``batch_size``, up to the order
+of floating-point sums (``tests/core/test_distributed.py`` measures it). Random penalties and
+augmentation draw per rank, so they do not reproduce the single-process draws. See
+``docs/scaling.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import socket
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
-from . import metrics as M
-from .data import EventData
-from .ensemble import Ensemble, PenaltyTerm
 from .errors import SymfwError, UsageError
 from .interfaces import Batch
 from .nn import BatchNorm1d, MaskedBatchNorm, shared_batch_statistics
-from .registry import get_registry
-from .runs import FractionDir, RunDir
-from .spec import Spec
-from .training import (
-    EnsembleJob,
-    EpochCallback,
-    RunSettings,
-    Tensors,
-    _final_results,
-    _member_metrics,
-    adamw,
-    batch_order,
-    batches,
-    check_data_fits,
-    lam_at,
-    member_seeds,
-    penalty_seed,
-    penalty_terms,
-    prepare_split,
-)
+from .training import Stepper, batches
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 MODE = "ddp"
@@ -339,275 +305,78 @@ def global_steps(n_train: int, batch_size: int, world_size: int) -> list[tuple[i
     return steps
 
 
-@torch.no_grad()
-def predict(model: nn.Module, p4: torch.Tensor, mask: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
-    """Logits of ``model`` on the events, in eval mode, as (1, n)."""
-    was_training = model.training
-    model.eval()
-    try:
-        out = torch.cat([model(p4[s : s + chunk], mask[s : s + chunk]) for s in range(0, p4.shape[0], chunk)])
-    finally:
-        model.train(was_training)
-    return out.unsqueeze(0)
+class DataParallelStepper(Stepper):
+    """The ensemble's members one after the other, each data-parallel over the process group.
 
-
-def _train_epoch(
-    ddp: DistributedDataParallel,
-    model: nn.Module,
-    opt: torch.optim.Optimizer,
-    tensors: Tensors,
-    order: torch.Tensor,
-    steps: list[tuple[int, int]],
-    terms: list[PenaltyTerm],
-    info: DistInfo,
-) -> tuple[float, float, int]:
-    """One epoch of this rank's shares; returns the global-batch BCE and penalty means, events."""
-    ddp.train()
-    acc = torch.zeros(2, dtype=torch.float64, device=info.device)  # Σ_batches n·BCE share, n·penalty share
-    count = 0
-    for start, stop in steps:
-        idx = order[start:stop]
-        lo, hi = shard(stop - start, info)
-        mine = idx[lo:hi]
-        w_batch = tensors.weight[idx].sum().clamp_min(1e-30)
-        p4, mask, label, weight = tensors.p4[mine], tensors.mask[mine], tensors.label[mine], tensors.weight[mine]
-        with shared_batch_statistics(model) as shared:
-            logits = ddp(p4, mask)
-            wbce = (F.binary_cross_entropy_with_logits(logits, label, reduction="none") * weight).sum()
-            loss = wbce * (info.world_size / w_batch)
-            penalty = torch.zeros((), dtype=loss.dtype, device=loss.device)
-            if terms:
-
-                def fn(x, m=None, _model=model):
-                    if m is None:
-                        m = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-                    with shared.reusing():
-                        return _model(x, m)
-
-                batch = Batch(p4=p4, mask=mask, label=label, weight=weight, logits=logits if shared.exact else None)
-                # a penalty is a (weighted) mean over this rank's events: scaled by the rank's share
-                # of the global batch, the ranks' average is the mean over the global batch
-                shares = {True: weight.sum() / w_batch, False: (hi - lo) / (stop - start)}
-                for term in terms:
-                    share = shares[term.penalty.weighted] * info.world_size
-                    penalty = penalty + term.lam * share * term.penalty(fn, batch)
-        (loss + penalty).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        n = stop - start
-        acc[0] += (wbce.detach() / w_batch).double() * n
-        acc[1] += penalty.detach().double() * n / info.world_size
-        count += n
-    if info.world_size > 1:
-        dist.all_reduce(acc)
-    return float(acc[0]) / count, float(acc[1]) / count, count
-
-
-def _buffer_sync(enabled: bool) -> dict[str, bool]:
-    """DDP's option to broadcast rank 0's buffers before each forward (named differently across torch versions)."""
-    import inspect
-
-    params = inspect.signature(DistributedDataParallel.__init__).parameters
-    return {"forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers": enabled}
-
-
-def _copy_into(ens_state: tuple[dict, dict], m: int, model: nn.Module) -> None:
-    """Write ``model``'s parameters and buffers into member m's slice of a stacked state."""
-    params, buffers = ens_state
-    with torch.no_grad():
-        for k, v in model.named_parameters():
-            params[k][m].copy_(v)
-        for k, v in model.named_buffers():
-            buffers[k][m].copy_(v)
-
-
-def train_ensemble_ddp(
-    job: EnsembleJob,
-    tensors: Tensors,
-    info: DistInfo,
-    directory: FractionDir | None = None,
-    resume: bool = False,
-    on_epoch: EpochCallback | None = None,
-    sync_batchnorm: bool = True,
-) -> dict[str, Any]:
-    """Train the members of ``job`` one after the other, each data-parallel on every rank.
-
-    Called on every rank; returns the results (those of :func:`symfw.core.training.train_ensemble`,
-    ``mode`` ``"ddp"``) on every rank. ``on_epoch`` is called on rank 0 only, with the epoch record
-    of the member being trained (``member``, ``members`` (its entry), ``epoch``, ``epochs``,
-    ``n_members``, ``spec``, ``fraction``).
+    Rank r takes the r-th contiguous shard of every member's global batch. Its loss is the
+    task's weighted mean over its shard times the shard's share of the batch's weight, times
+    the world size; a penalty is scaled by the shard's share of the weight (or of the events,
+    for an unweighted penalty). The gradients, summed over ranks in one all-reduce per step and
+    divided by the world size, are then exactly those of the single-process global batch.
+    Batch norm is synchronised over the global batch (:func:`convert_sync_batchnorm`), and
+    only rank 0 evaluates and writes (:meth:`on_main`).
     """
-    spec, cfg, device = job.spec, job.spec.training, info.device
-    registry = job.registry or get_registry()
-    n_members = len(job.seeds)
-    train_idx = torch.as_tensor(job.split.train, dtype=torch.long)
-    val_t = torch.as_tensor(job.split.val, device=device)
-    val_p4, val_mask = tensors.p4[val_t], tensors.mask[val_t]
-    steps = global_steps(len(train_idx), cfg.batch_size, info.world_size)
-    if cfg.batch_size < 2 * info.world_size:
-        raise UsageError(
-            f"--batch-size {cfg.batch_size} is too small for {info.world_size} rank(s): "
-            f"each rank needs at least 2 events of every batch (use >= {2 * info.world_size})"
-        )
-    ens = Ensemble(spec, job.seeds, device=device, registry=registry, vectorize=False, dtype=tensors.p4.dtype)
-    penalties = penalty_terms(spec, ens.base.group, registry)
-    reason = (
-        f"DistributedDataParallel on {info.world_size} rank(s) ({info.backend}), members one after the other, "
-        f"{'synchronised' if sync_batchnorm else 'per-rank'} batch norm"
-    )
 
-    def load() -> dict[str, Any] | None:
-        ckpt = directory.load_checkpoint("cpu") if (directory is not None and resume) else None
-        if ckpt is not None and ckpt.get("mode") != MODE:
+    mode = MODE
+
+    def __init__(self, ens, info: DistInfo, sync_batchnorm: bool = True):
+        sync = sync_batchnorm and info.world_size > 1
+        super().__init__(ens, f"data-parallel on {info.world_size} rank(s) ({info.backend}), members one "
+                              f"after the other, {'synchronised' if sync else 'per-rank'} batch norm")
+        if sync:
+            convert_sync_batchnorm(ens.base)
+        self.info, self.is_main = info, info.is_main
+
+    def steps(self, n: int, batch_size: int) -> list[tuple[int, int]]:
+        world = self.info.world_size
+        if batch_size < 2 * world:
             raise UsageError(
-                f"{directory.root}: the checkpoint was written by single-process training; "
-                "resume it without torchrun/--ddp"
+                f"training.batch_size {batch_size} is too small for {world} rank(s): "
+                f"each rank needs at least 2 events of every batch (use >= {2 * world})"
             )
-        return ckpt
+        return global_steps(n, batch_size, world)
 
-    ckpt = on_main(info, load)
-    if ckpt is not None:
-        ens.load_state((ckpt["params"], ckpt["buffers"]))
-        history, train_time = ckpt["history"], ckpt["train_time_s"]
-        best_state = (ckpt["best"]["params"], ckpt["best"]["buffers"])
-        best_state = tuple({k: v.to(device) for k, v in part.items()} for part in best_state)
-        best_auc, best_epoch = list(ckpt["best"]["auc"]), list(ckpt["best"]["epoch"])
-        first, first_epoch, opt_state = ckpt["member"], ckpt["epoch"], ckpt["optimizer"]
-        if first_epoch >= cfg.epochs:
-            first, first_epoch, opt_state = first + 1, 0, None
-    else:
-        history, train_time = [], 0.0
-        best_state = ens.state()
-        best_auc, best_epoch = [-math.inf] * n_members, [0] * n_members
-        first, first_epoch, opt_state = 0, 0, None
+    def step(self, batch: Batch, terms) -> tuple[torch.Tensor, torch.Tensor]:
+        ens, world = self.ens, self.info.world_size
+        lo, hi = shard(batch.p4.shape[1], self.info)
+        losses, penalties = [], []
+        for m in range(len(ens)):
+            params, buffers = ens._slice(m)
+            w_batch = batch.weight[m].sum().clamp_min(1e-30)
+            mine = Batch(batch.p4[m, lo:hi], batch.mask[m, lo:hi], batch.label[m, lo:hi], batch.weight[m, lo:hi])
+            share = {True: mine.weight.sum() / w_batch, False: (hi - lo) / batch.p4.shape[1]}
+            with shared_batch_statistics(ens.base) as shared:
+                out = ens._call(params, buffers, mine.p4, mine.mask)
+                loss = ens.task.loss(out, mine.label, mine.weight) * share[True]
+                penalty = torch.zeros((), dtype=loss.dtype, device=loss.device)
+                if terms:
+                    fn = ens.penalty_fn(params, buffers, shared)
+                    given = Batch(mine.p4, mine.mask, mine.label, mine.weight, out if shared.exact else None)
+                    for term in terms:
+                        if term.lam != 0:
+                            penalty = penalty + term.lam * share[term.penalty.weighted] * term.penalty(fn, given)
+            ((loss + penalty) * world).backward()
+            losses.append(loss.detach())
+            penalties.append(penalty.detach())
+        if world > 1:
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ens.parameters()]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat /= world
+            offset = 0
+            for p in ens.parameters():
+                p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
+                offset += p.numel()
+        return torch.stack(losses), torch.stack(penalties)
 
-    rng_devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=rng_devices):
-        for m in range(first, n_members):
-            model = ens.member(m).train()
-            if sync_batchnorm and info.world_size > 1:
-                convert_sync_batchnorm(model)
-            ddp = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, **_buffer_sync(not sync_batchnorm)
-            )
-            opt = adamw(list(model.parameters()), lr=cfg.lr, weight_decay=cfg.weight_decay)
-            if m == first and opt_state is not None:
-                opt.load_state_dict(opt_state)
-            for epoch in range(first_epoch if m == first else 0, cfg.epochs):
-                t0 = time.perf_counter()
-                torch.manual_seed(penalty_seed([job.seeds[m]], epoch))
-                terms = [PenaltyTerm(ref.name, pen, lam_at(ref, epoch)) for ref, pen in penalties]
-                order = batch_order(train_idx, [job.seeds[m]], epoch, device)[0]
-                loss, pen, _ = _train_epoch(ddp, model, opt, tensors, order, steps, terms, info)
-                _copy_into((ens.params, ens.buffers), m, model)
-                if not info.is_main:
-                    continue
-                val = _member_metrics(tensors, job.split.val, predict(model, val_p4, val_mask))[0]
-                auc = val["auc"] if math.isfinite(val["auc"]) else -math.inf
-                if auc > best_auc[m]:
-                    best_auc[m], best_epoch[m] = auc, epoch + 1
-                    _copy_into(best_state, m, model)
-                train_time += time.perf_counter() - t0
-                entry = {
-                    "member": m,
-                    "seed": job.seeds[m],
-                    "loss": loss,
-                    **({"penalty": pen, "lam": {t.name: t.lam for t in terms}} if penalties else {}),
-                    "val": val,
-                }
-                if len(history) <= epoch:
-                    history.append({"epoch": epoch + 1, "members": []})
-                history[epoch]["members"].append(M.jsonable(entry))
-                if directory is not None:
-                    params, buffers = ens.state()
-                    directory.save_checkpoint(
-                        {
-                            "epoch": epoch + 1,
-                            "member": m,
-                            "params": params,
-                            "buffers": buffers,
-                            "optimizer": opt.state_dict(),
-                            "best": {"params": best_state[0], "buffers": best_state[1], "auc": best_auc,
-                                     "epoch": best_epoch},
-                            "history": history,
-                            "train_time_s": train_time,
-                            "mode": MODE,
-                            "mode_reason": reason,
-                            "seeds": job.seeds,
-                            "world_size": info.world_size,
-                        }
-                    )
-                    directory.write_metrics(history)
-                if on_epoch is not None:
-                    on_epoch(
-                        {"epoch": epoch + 1, "epochs": cfg.epochs, "member": m, "n_members": n_members,
-                         "members": [history[epoch]["members"][-1]], "spec": spec.name, "fraction": job.split.fraction,
-                         "lr": cfg.lr}
-                    )
+    def reduce(self, totals: torch.Tensor) -> torch.Tensor:
+        if self.info.world_size > 1:
+            totals = totals.clone()
+            dist.all_reduce(totals)
+        return totals
 
-    def final() -> dict[str, Any]:
-        results = _final_results(job, ens, tensors, history, best_state, best_epoch, train_time, MODE, reason)
-        results["world_size"] = info.world_size
-        if directory is not None:
-            directory.write_results(results)
-        return results
-
-    return on_main(info, final)
-
-
-def run_training_ddp(
-    spec: Spec,
-    data: EventData,
-    settings: RunSettings,
-    out: str | Path | None = None,
-    *,
-    resume: bool = False,
-    registry=None,
-    on_epoch: EpochCallback | None = None,
-    dtype: torch.dtype = torch.float32,
-    info: DistInfo | None = None,
-    sync_batchnorm: bool = True,
-) -> dict[str, Any]:
-    """:func:`symfw.core.training.run_training`, data-parallel over the initialised process group.
-
-    Call it on every rank with the same arguments (each rank loads the same ``data``); every
-    rank returns the same results. Only rank 0 writes ``out``.
-    """
-    info = info or current()
-    split = prepare_split(data, settings)
-    check_data_fits(spec, data, registry)
-    data_record = {"data": data.describe(), "split": split.describe()}
-    run = RunDir(Path(out)) if out is not None else None
-    if run is not None:
-        on_main(info, lambda: run.start(spec, settings.record(), data_record, resume))
-    tensors = Tensors.from_data(data, info.device, dtype)
-    seeds = member_seeds(settings.seed, settings.seeds)
-    per_fraction = []
-    for fraction in sorted(settings.fractions):
-        directory = run.fraction(fraction) if run is not None else None
-        if directory is not None and resume:
-            done = on_main(info, lambda d=directory: d.results() if d.done else None)
-            if done is not None:
-                per_fraction.append(done)
-                continue
-        job = EnsembleJob(
-            spec=spec,
-            split=split.with_fraction(fraction),
-            seeds=seeds,
-            device=info.device,
-            vectorize="no",
-            train_pt_max=settings.train_pt_max,
-            registry=registry,
-            base_seed=settings.seed,
-        )
-        per_fraction.append(
-            train_ensemble_ddp(job, tensors, info, directory, resume=resume, on_epoch=on_epoch,
-                               sync_batchnorm=sync_batchnorm)
-        )
-    results = M.jsonable({"spec": spec.name, "settings": settings.record(), **data_record, "fractions": per_fraction})
-    if run is not None:
-        on_main(info, lambda: run.write_results(results))
-    return results
+    def on_main(self, fn: Callable[[], Any]) -> Any:
+        return on_main(self.info, fn)
 
 
 # --------------------------------------------------------------------------- local launch

@@ -35,8 +35,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from .interfaces import Batch, Penalty
-from .metrics import weighted_bce_with_logits
+from .interfaces import Batch, Penalty, Task
 from .model import SymfwModel, build_model
 from .nn import SharedBatchStatistics, shared_batch_statistics
 from .spec import Spec
@@ -57,7 +56,9 @@ class Ensemble:
     """M members built from ``spec``, member m initialised with ``torch.manual_seed(seeds[m])``.
 
     Members are built on the CPU and then moved to ``device`` (and ``dtype``, float32 unless
-    asked), so a seed gives the same initial weights on every device.
+    asked), so a seed gives the same initial weights on every device. ``task`` gives the loss
+    (the spec's task by default); ``output_affine`` = (shift, scale) sets every member's output
+    layer (:meth:`~symfw.core.model.SymfwModel.set_output_affine`, regression).
     """
 
     def __init__(
@@ -68,6 +69,8 @@ class Ensemble:
         registry=None,
         vectorize: bool = True,
         dtype: torch.dtype = torch.float32,
+        task: Task | None = None,
+        output_affine: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         if len(seeds) < 1:
             raise ValueError("an ensemble needs at least one member")
@@ -82,6 +85,14 @@ class Ensemble:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(s)
                 models.append(build_model(spec, registry).to(device=self.device, dtype=dtype))
+            if output_affine is not None:
+                models[-1].set_output_affine(*output_affine)
+        if task is None:
+            from .registry import get_registry
+
+            cls = (registry or get_registry()).get("task", spec.task.name)
+            task = cls(cls.Options.model_validate(spec.task.options))
+        self.task = task
         params, buffers = stack_module_state(models)
         self.params: dict[str, torch.Tensor] = params
         self.buffers: dict[str, torch.Tensor] = buffers
@@ -124,7 +135,7 @@ class Ensemble:
     def _member_loss(self, params, buffers, p4, mask, label, weight, terms: Sequence[PenaltyTerm]):
         with shared_batch_statistics(self.base) as shared:
             logits = self._call(params, buffers, p4, mask)
-            loss = weighted_bce_with_logits(logits, label, weight)
+            loss = self.task.loss(logits, label, weight)
             penalty = torch.zeros((), dtype=loss.dtype, device=loss.device)
             if terms:
                 fn = self.penalty_fn(params, buffers, shared)
@@ -138,8 +149,9 @@ class Ensemble:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-member losses of one step and their gradients (accumulated in ``.grad``).
 
-        ``batch`` holds one batch per member: p4 (M, B, N, 4), mask (M, B, N), label and
-        weight (M, B). Returns the detached BCE losses (M,) and penalty values (M,).
+        ``batch`` holds one batch per member: p4 (M, B, N, 4), mask (M, B, N), label (the task's
+        target, (M, B) or (M, B, K)) and weight (M, B). Returns the detached task losses (M,) and
+        penalty values (M,).
         """
         vectorize = self.vectorize if vectorize is None else vectorize
         terms = [t for t in terms if t.lam != 0]
@@ -187,7 +199,7 @@ class Ensemble:
         state: State | None = None,
         chunk: int = 16384,
     ) -> torch.Tensor:
-        """Logits (M, n) of every member on the same n events, in eval mode."""
+        """Outputs (M, n[, K]) of every member on the same n events, in eval mode."""
         was_training = self.base.training
         self.eval()
         params, buffers = state if state is not None else (self.params, self.buffers)
@@ -205,6 +217,10 @@ class Ensemble:
         return torch.cat(outs, dim=1)
 
     # -- state ---------------------------------------------------------------------------------
+    def member_shapes(self) -> State:
+        """One member's parameters and buffers as meta tensors (names, shapes, dtypes)."""
+        return dict(self.base.named_parameters()), dict(self.base.named_buffers())
+
     def state(self) -> State:
         """Detached copies of the stacked parameters and buffers."""
         return (

@@ -1,28 +1,30 @@
-"""Where the trainings of ``symfw compare`` run: in this process, or as Ray tasks on a cluster.
+"""The one orchestration of training (:func:`train_runs`), and where its tasks run.
 
-A comparison is cut into **tasks**; a task trains some members (seeds) of one spec on one
-training fraction into its own folder, a complete :class:`~symfw.core.runs.FractionDir`
-(checkpoint after every epoch, ``metrics.jsonl``, ``results.json`` written last)::
+``symfw train`` (one spec) and ``symfw compare`` (several) both call :func:`train_runs`: it
+computes the split once, checks every spec against the data, starts (or, with ``resume``,
+checks) each run directory, cuts the work into **tasks**, has an executor run them, and gathers
+the results — in memory for tasks run in this process, from the task folders otherwise. A task
+trains some members (seeds) of one spec on one training fraction, through the one epoch loop
+(:func:`symfw.core.training.train_ensemble`), into its own folder::
 
-    OUT/<spec>/fraction-<f>/             the (spec, fraction) ensemble, as symfw train writes it
-    OUT/<spec>/fraction-<f>/member-<m>/  one seed's task, when tasks are split by seed
+    RUN/fraction-<f>/             the (spec, fraction) ensemble
+    RUN/fraction-<f>/member-<m>/  one seed's task, when tasks are split by seed
 
-- :class:`LocalExecutor` (default, no dependency) runs the tasks one after the other in this
-  process, one task per (spec, fraction) with all its seeds trained together (vmapped).
+- :class:`LocalExecutor` (default) runs the tasks one after the other in this process, one
+  task per (spec, fraction) with all its seeds trained together (vmapped). Under data-parallel
+  training (``parallel``) every rank runs the same tasks in the same order.
 - :class:`RayExecutor` sends one task per (spec, seed, fraction) to a Ray cluster
-  (``ray.init(address)``: a local one by default, ``auto`` for the running cluster), at most as
-  many at once as the cluster has CPUs (or GPUs with ``--device cuda``).
+  (``ray.init(address)``: a local one by default, ``auto`` for the running cluster).
 
-Both gather the results the same way: when every seed of a (spec, fraction) is done, the
-per-seed folders are merged into ``OUT/<spec>/fraction-<f>/`` — parameters stacked by member,
-histories joined, test metrics recomputed for the ensemble — exactly the files an ensemble
-trained in one process has; then ``results.json`` per spec, and ``compare.json``.
+When every seed of a (spec, fraction) is done in per-seed folders, their checkpoints are merged
+(:meth:`~symfw.core.checkpoint.Checkpoint.merge`) into the ensemble's folder and its test
+metrics recomputed — exactly the files an ensemble trained in one process has.
 
 Failures: a task that raises (other than bad input) or whose worker dies is retried
-(``max_retries``: Ray's own retries for Ray; a loop here for the local executor); a retried task
-resumes from its folder's last checkpoint. A task counts as finished only once its
-``results.json`` is written, so a failure never loses finished work: the driver gathers every
-other task, reports the failures, and ``--resume`` trains only what is missing.
+(``max_retries``: Ray's own retries for Ray; a loop here for the local executor) and resumes
+from its folder's last checkpoint. A task counts as finished once its ``results.json`` is
+written, so a failure never loses finished work: the driver gathers every other task, reports
+the failures, and ``--resume`` trains only what is missing.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ import numpy as np
 import torch
 
 from . import metrics as M
-from .data import EventData
+from .checkpoint import Checkpoint
+from .data import EventData, Split
 from .ensemble import Ensemble
 from .errors import SymfwError, UsageError
 from .io import atomic_write
@@ -48,8 +51,9 @@ from .training import (
     EpochCallback,
     RunSettings,
     Tensors,
-    _final_results,
     check_data_fits,
+    final_results,
+    make_task,
     member_seeds,
     prepare_split,
     resolve_device,
@@ -64,34 +68,52 @@ def member_dirname(member: int) -> str:
     return f"member-{member}"
 
 
+def _on_main(parallel, fn: Callable[[], Any]) -> Any:
+    if parallel is None:
+        return fn()
+    from .distributed import on_main
+
+    return on_main(parallel, fn)
+
+
 # --------------------------------------------------------------------------- tasks
 
 
 @dataclass(frozen=True)
 class TrainTask:
-    """Members ``members`` of ``spec`` on training fraction ``fraction``, into ``directory``."""
+    """Members ``members`` of ``spec`` (run number ``run``) on training fraction ``fraction`` of
+    ``split``, into ``directory`` (None: results in memory only)."""
 
     spec: Spec
     name: str
+    run: int
     settings: RunSettings
+    split: Split
     fraction: float
     members: tuple[int, ...]
-    directory: str
+    directory: str | None
     device: str = "cpu"
     vectorize: str = "auto"
+    dtype: torch.dtype = torch.float32
 
     @property
     def label(self) -> str:
         who = f"seed {self.members[0]}" if len(self.members) == 1 else f"{len(self.members)} seeds"
         return f"{self.name} f={self.fraction:g} {who}"
 
+    @property
+    def whole(self) -> bool:
+        return len(self.members) == self.settings.seeds
+
 
 def _writable(data: EventData) -> EventData:
     """``data`` with writable arrays (Ray hands tasks read-only views of its object store)."""
-    arrays = {k: getattr(data, k) for k in ("p4", "label", "mask", "weight", "p4_true")}
+    names = ("p4", "label", "mask", "weight", "p4_true", "target")
+    arrays = {k: getattr(data, k, None) for k in names}
     if all(a is None or a.flags.writeable for a in arrays.values()):
         return data
-    return EventData(**{k: None if a is None else np.array(a) for k, a in arrays.items()}, meta=dict(data.meta))
+    kept = {k: None if a is None else np.array(a) for k, a in arrays.items() if hasattr(data, k)}
+    return EventData(**kept, meta=dict(data.meta))
 
 
 def run_task(
@@ -100,37 +122,36 @@ def run_task(
     *,
     registry=None,
     on_epoch: EpochCallback | None = None,
+    parallel=None,
     return_files: bool = True,
-) -> dict[str, bytes] | None:
-    """Train the task into its folder (continuing from a checkpoint there) and return the folder's
-    files, so a driver without access to the worker's disk can write them."""
-    directory = FractionDir(Path(task.directory))
-    if not directory.done:
+) -> tuple[dict[str, Any], dict[str, bytes] | None]:
+    """Train the task (continuing from a checkpoint in its folder) and return its results, and
+    its folder's files for a driver without access to the worker's disk."""
+    directory = FractionDir(Path(task.directory)) if task.directory is not None else None
+    done = _on_main(parallel, lambda: directory.results() if directory is not None and directory.done else None)
+    if done is None:
         data = _writable(data)
-        settings = task.settings
         device = resolve_device(task.device)
-        seeds = member_seeds(settings.seed, settings.seeds)
+        seeds = member_seeds(task.settings.seed, task.settings.seeds)
         job = EnsembleJob(
-            spec=task.spec,
-            split=prepare_split(data, settings).with_fraction(task.fraction),
-            seeds=[seeds[m] for m in task.members],
-            device=device,
-            vectorize=task.vectorize,
-            train_pt_max=settings.train_pt_max,
-            registry=registry,
-            base_seed=settings.seed,
+            spec=task.spec, split=task.split.with_fraction(task.fraction), seeds=[seeds[m] for m in task.members],
+            device=device, vectorize=task.vectorize, train_pt_max=task.settings.train_pt_max, registry=registry,
+            cut_context=task.settings.cut_context,
         )
-        train_ensemble(job, Tensors.from_data(data, device), directory, resume=True, on_epoch=on_epoch)
-    return {name: (directory.root / name).read_bytes() for name in TASK_FILES} if return_files else None
+        tensors = Tensors.from_data(data, make_task(task.spec, registry), device, task.dtype)
+        done = train_ensemble(job, tensors, directory, resume=True, on_epoch=on_epoch, parallel=parallel)
+    files = None
+    if return_files and directory is not None:
+        files = {name: (directory.root / name).read_bytes() for name in TASK_FILES}
+    return done, files
 
 
 def commit(task: TrainTask, files: dict[str, bytes] | None) -> None:
     """Write a finished task's files into its folder unless they are there already."""
-    directory = FractionDir(Path(task.directory))
-    if files is None or directory.done:
+    if files is None or task.directory is None or FractionDir(Path(task.directory)).done:
         return
     for name in TASK_FILES:
-        atomic_write(directory.root / name, lambda tmp, content=files[name]: tmp.write_bytes(content))
+        atomic_write(Path(task.directory) / name, lambda tmp, content=files[name]: tmp.write_bytes(content))
 
 
 # --------------------------------------------------------------------------- executors
@@ -150,32 +171,38 @@ class LocalExecutor:
     """Tasks one after the other in this process; all seeds of a (spec, fraction) in one task.
 
     ``split_members=True`` makes one task per seed, as the Ray executor does. A task that raises
-    anything but a symfw error is retried up to ``max_retries`` times (from its checkpoint).
+    anything but a symfw error is retried up to ``max_retries`` times (from its checkpoint), then
+    reported as a failure — or, with ``reraise``, raised as it is (``symfw train``: one task).
     """
 
     name = "local"
     in_process = True
 
-    def __init__(self, max_retries: int = 0, split_members: bool = False):
+    def __init__(self, max_retries: int = 0, split_members: bool = False, reraise: bool = False):
         if max_retries < 0:
             raise UsageError(f"--retries must be >= 0, got {max_retries}")
         self.max_retries = max_retries
         self.split_members = split_members
+        self.reraise = reraise
 
     def map(self, fn: Callable, tasks: Sequence[TrainTask], shared: Any, on_done: Callable) -> list[Failure]:
         failures = []
         for task in tasks:
             for attempt in range(self.max_retries + 1):
                 try:
-                    files = fn(task, shared)
+                    value = fn(task, shared)
                 except SymfwError as exc:  # bad input: retrying cannot help
+                    if self.reraise:
+                        raise
                     failures.append(Failure(task, str(exc)))
                     break
                 except Exception as exc:  # noqa: BLE001 - any crash of a task: retry, then report
                     if attempt == self.max_retries:
+                        if self.reraise:
+                            raise
                         failures.append(Failure(task, _one_line(exc)))
                 else:
-                    on_done(task, files)
+                    on_done(task, value)
                     break
         return failures
 
@@ -201,9 +228,8 @@ class RayExecutor:
 
     ``address``: None starts a local Ray instance (and shuts it down afterwards); ``"auto"`` or
     ``"ray://host:10001"`` / ``"host:6379"`` joins a running cluster. An already initialised Ray
-    (``ray.init`` called by the caller) is used as it is. Each task asks for ``num_cpus`` CPUs
-    (and ``num_gpus`` GPUs); Ray retries a task that raises or whose worker dies ``max_retries``
-    times.
+    is used as it is. Each task asks for ``num_cpus`` CPUs (and ``num_gpus`` GPUs); Ray retries
+    a task that raises or whose worker dies ``max_retries`` times.
     """
 
     name = "ray"
@@ -274,119 +300,65 @@ def _member_dirs(fdir: FractionDir, n: int) -> list[FractionDir]:
 
 
 def plan_tasks(
-    specs: Sequence[Spec],
-    runs: Sequence[RunDir],
-    names: Sequence[str],
-    settings: RunSettings,
-    split_members: bool,
-    device: str = "cpu",
-    vectorize: str = "auto",
+    specs: Sequence[Spec], runs: Sequence[RunDir | None], names: Sequence[str], settings: RunSettings, split: Split,
+    split_members: bool, device: str = "cpu", vectorize: str = "auto", dtype: torch.dtype = torch.float32,
 ) -> list[TrainTask]:
     """The tasks still to run: finished folders are skipped; a (spec, fraction) that has per-seed
     folders already keeps being trained per seed, so no finished seed is trained again."""
     tasks = []
     everyone = tuple(range(settings.seeds))
-    for spec, run, name in zip(specs, runs, names):
+    for i, (spec, run, name) in enumerate(zip(specs, runs, names)):
         for fraction in sorted(settings.fractions):
-            fdir = run.fraction(fraction)
+            fdir = run.fraction(fraction) if run is not None else None
+            where = str(fdir.root.resolve()) if fdir is not None else None
+            base = TrainTask(spec, name, i, settings, split, fraction, everyone, where, str(device), vectorize, dtype)
+            if fdir is None:
+                tasks.append(base)
+                continue
             if fdir.done:
                 continue
             members = _member_dirs(fdir, settings.seeds)
-            base = TrainTask(spec, name, settings, fraction, everyone, str(fdir.root.resolve()), str(device), vectorize)
             if split_members or any(d.root.exists() for d in members):
-                tasks += [
-                    replace(base, members=(m,), directory=str(d.root.resolve()))
-                    for m, d in enumerate(members)
-                    if not d.done
-                ]
+                tasks += [replace(base, members=(m,), directory=str(d.root.resolve()))
+                          for m, d in enumerate(members) if not d.done]
             else:
                 tasks.append(base)
     return tasks
 
 
-def _stack(parts: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
-def _stack_optimizer(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """AdamW states of one-member ensembles as the state of the stacked ensemble (element-wise)."""
-    out = {"param_groups": states[0]["param_groups"], "state": {}}
-    for i, first in states[0]["state"].items():
-        out["state"][i] = {
-            k: torch.cat([s["state"][i][k] for s in states]) if v.dim() > 0 else v for k, v in first.items()
-        }
-    return out
-
-
-def merge_members(
-    spec: Spec,
-    settings: RunSettings,
-    fraction: float,
-    fdir: FractionDir,
-    data: EventData,
-    device: str | torch.device = "cpu",
-    registry=None,
-) -> dict[str, Any]:
+def merge_members(spec: Spec, settings: RunSettings, split: Split, fraction: float, fdir: FractionDir,
+                  data: EventData, device: str | torch.device = "cpu", registry=None) -> dict[str, Any]:
     """Join the finished per-seed folders of one (spec, fraction) into ``fdir``: the checkpoint,
     ``metrics.jsonl`` and ``results.json`` an ensemble of all seeds trained at once writes."""
     device = resolve_device(device) if isinstance(device, str) else device
-    ckpts = [d.load_checkpoint("cpu") for d in _member_dirs(fdir, settings.seeds)]
-    seeds = member_seeds(settings.seed, settings.seeds)
-    params, buffers = _stack([c["params"] for c in ckpts]), _stack([c["buffers"] for c in ckpts])
-    best = (_stack([c["best"]["params"] for c in ckpts]), _stack([c["best"]["buffers"] for c in ckpts]))
-    epochs = len(ckpts[0]["history"])
-    history = [
-        {"epoch": e + 1, "members": [{**c["history"][e]["members"][0], "member": m} for m, c in enumerate(ckpts)]}
-        for e in range(epochs)
-    ]
-    best_auc = [c["best"]["auc"][0] for c in ckpts]
-    best_epoch = [c["best"]["epoch"][0] for c in ckpts]
-    train_time = float(sum(c["train_time_s"] for c in ckpts))
-    modes = {(c["mode"], c["mode_reason"]) for c in ckpts}
-    mode, mode_reason = modes.pop() if len(modes) == 1 else ("mixed", "; ".join(sorted(f"{a}: {b}" for a, b in modes)))
-    dtype = next(iter(params.values())).dtype
-    ens = Ensemble(spec, seeds, device=device, registry=registry, vectorize=False, dtype=dtype)
-    ens.load_state(({k: v.to(device) for k, v in params.items()}, {k: v.to(device) for k, v in buffers.items()}))
-    job = EnsembleJob(
-        spec=spec,
-        split=prepare_split(data, settings).with_fraction(fraction),
-        seeds=seeds,
-        device=device,
-        vectorize="no",
-        train_pt_max=settings.train_pt_max,
-        registry=registry,
-        base_seed=settings.seed,
-    )
-    best_state = tuple({k: v.to(device) for k, v in part.items()} for part in best)
-    results = _final_results(
-        job, ens, Tensors.from_data(data, device, dtype), history, best_state, best_epoch, train_time, mode, mode_reason
-    )
-    fdir.save_checkpoint(
-        {
-            "epoch": epochs,
-            "params": params,
-            "buffers": buffers,
-            "optimizer": _stack_optimizer([c["optimizer"] for c in ckpts]),
-            "best": {"params": best[0], "buffers": best[1], "auc": best_auc, "epoch": best_epoch},
-            "history": history,
-            "train_time_s": train_time,
-            "mode": mode,
-            "mode_reason": mode_reason,
-            "seeds": seeds,
-        }
-    )
-    fdir.write_metrics(history)
+    ckpt = Checkpoint.merge([Checkpoint.load(d.checkpoint_path) for d in _member_dirs(fdir, settings.seeds)])
+    dtype = next(iter(ckpt.params.values())).dtype
+    task = make_task(spec, registry)
+    job = EnsembleJob(spec=spec, split=split.with_fraction(fraction), seeds=ckpt.seeds, device=device,
+                      vectorize="no", train_pt_max=settings.train_pt_max, registry=registry,
+                      cut_context=settings.cut_context)
+    tensors = Tensors.from_data(data, task, device, dtype)
+    train_t = torch.as_tensor(job.split.train, device=device)
+    task.prepare(tensors.target[train_t].to(dtype), tensors.weight[train_t])
+    ens = Ensemble(spec, ckpt.seeds, device=device, registry=registry, vectorize=False, dtype=dtype, task=task)
+    ckpt.require(ens.member_shapes(), fdir.root)
+    ens.load_state(({k: v.to(device) for k, v in ckpt.params.items()}, {k: v.to(device) for k, v in ckpt.buffers.items()}))
+    best = ({k: v.to(device) for k, v in ckpt.best_params.items()}, {k: v.to(device) for k, v in ckpt.best_buffers.items()})
+    results = final_results(job, task, ens, tensors, ckpt.history, best, ckpt.best_epoch, ckpt.train_time_s,
+                            ckpt.mode, ckpt.mode_reason)
+    ckpt.save(fdir.checkpoint_path)
+    fdir.write_metrics(ckpt.history)
     fdir.write_results(results)
     return results
 
 
-def train_specs(
+def train_runs(
     specs: Sequence[Spec],
-    names: Sequence[str],
+    outs: Sequence[str | Path | None],
     data: EventData,
     settings: RunSettings,
-    out: str | Path,
     *,
+    names: Sequence[str] | None = None,
     executor=None,
     resume: bool = False,
     device: str | torch.device = "cpu",
@@ -394,63 +366,82 @@ def train_specs(
     registry=None,
     on_epoch: EpochCallback | None = None,
     on_task: TaskCallback | None = None,
+    dtype: torch.dtype = torch.float32,
+    parallel=None,
     task_fn: Callable = run_task,
 ) -> list[dict[str, Any]]:
-    """Train every spec into ``out/<name>/`` through ``executor``; the :func:`run_training`
-    results per spec, in order.
+    """Train every spec (into its run directory ``outs[i]``, or in memory when None) on one split
+    of ``data``; the results per spec (``{spec, settings, data, split, fractions}``), in order.
 
-    ``task_fn(task, data)`` trains one task (:func:`run_task`; replaceable, e.g. to wrap it).
-    ``on_epoch`` reaches the trainer only with an in-process executor; ``on_task(task, done,
-    total)`` follows finished tasks. Raises :class:`SymfwError` naming the failed tasks once
-    every other task has finished and been gathered.
+    ``executor`` runs the tasks (:class:`LocalExecutor` by default); ``task_fn(task, data)``
+    trains one (:func:`run_task`; replaceable, e.g. to wrap it). ``on_epoch`` reaches the
+    trainer only with an in-process executor; ``on_task(task, done, total)`` follows finished
+    tasks. ``parallel`` (a :class:`~symfw.core.distributed.DistInfo`): every rank calls this,
+    trains data-parallel, and rank 0 writes. Raises :class:`SymfwError` naming the failed tasks
+    once every other task has finished and been gathered.
     """
     executor = executor or LocalExecutor()
     if vectorize not in ("auto", "yes", "no"):
         raise UsageError(f"vectorize must be auto, yes or no, got '{vectorize}'")
-    out = Path(out)
-    device = str(device)
-    split = prepare_split(data, settings)
+    if parallel is not None and (not executor.in_process or executor.max_retries or executor.split_members):
+        raise UsageError("data-parallel training runs its tasks in process: use the local executor, without retries")
+    if parallel is not None and vectorize == "yes":
+        raise UsageError("vectorize yes: data-parallel training trains one member at a time")
+    device = str(parallel.device if parallel is not None else resolve_device(device) if isinstance(device, str) else device)
+    names = list(names) if names is not None else [s.name for s in specs]
+    split = prepare_split(data, settings, registry)
     data_record = {"data": data.describe(), "split": split.describe()}
-    runs = [RunDir(out / name) for name in names]
     for spec in specs:
         check_data_fits(spec, data, registry)
+    runs = [RunDir(Path(out)) if out is not None else None for out in outs]
     for spec, run in zip(specs, runs):
-        run.start(spec, settings.record(), data_record, resume)
-    tasks = plan_tasks(specs, runs, names, settings, executor.split_members, device, vectorize)
-    fn = partial(task_fn, registry=registry, on_epoch=on_epoch, return_files=False) if executor.in_process else task_fn
+        if run is not None:
+            _on_main(parallel, lambda run=run, spec=spec: run.start(spec, settings.record(), data_record, resume))
+    tasks = plan_tasks(specs, runs, names, settings, split, executor.split_members, device, vectorize, dtype)
+    if executor.in_process:
+        fn = partial(task_fn, registry=registry, on_epoch=on_epoch, parallel=parallel, return_files=False)
+    else:
+        fn = task_fn
+    in_memory: dict[tuple[int, float], dict[str, Any]] = {}
     finished = [0]
 
-    def done(task: TrainTask, files: dict[str, bytes] | None) -> None:
+    def done(task: TrainTask, value: tuple[dict[str, Any], dict[str, bytes] | None]) -> None:
+        results, files = value
         commit(task, files)
+        if task.whole:
+            in_memory[(task.run, task.fraction)] = results
         finished[0] += 1
         if on_task is not None:
             on_task(task, finished[0], len(tasks))
 
     failures = executor.map(fn, tasks, data, done)
+
+    def gather(i: int, spec: Spec, run: RunDir | None, fraction: float) -> dict[str, Any] | None:
+        if (i, fraction) in in_memory:
+            return in_memory[(i, fraction)]
+        fdir = run.fraction(fraction) if run is not None else None
+        if fdir is None:
+            return None
+        if not fdir.done and all(d.done for d in _member_dirs(fdir, settings.seeds)):
+            return merge_members(spec, settings, split, fraction, fdir, data, device, registry)
+        return fdir.results() if fdir.done else None
+
     results, missing = [], 0
-    for spec, run in zip(specs, runs):
-        fractions = []
-        for fraction in sorted(settings.fractions):
-            fdir = run.fraction(fraction)
-            members = _member_dirs(fdir, settings.seeds)
-            if not fdir.done and all(d.done for d in members):
-                merge_members(spec, settings, fraction, fdir, data, device, registry)
-            if fdir.done:
-                fractions.append(fdir.results())
-            else:
-                missing += 1
-        if len(fractions) == len(settings.fractions):
-            record = {"spec": spec.name, "settings": settings.record(), **data_record, "fractions": fractions}
-            result = M.jsonable(record)
-            run.write_results(result)
+    for i, (spec, run) in enumerate(zip(specs, runs)):
+        fractions = [_on_main(parallel, lambda f=f: gather(i, spec, run, f)) for f in sorted(settings.fractions)]
+        missing += sum(f is None for f in fractions)
+        if all(f is not None for f in fractions):
+            result = M.jsonable({"spec": spec.name, "settings": settings.record(), **data_record, "fractions": fractions})
+            if run is not None:
+                _on_main(parallel, lambda run=run, result=result: run.write_results(result))
             results.append(result)
     if failures:
         first = failures[0]
+        where = f"finished tasks are kept in {Path(outs[0]).parent if len(outs) > 1 else outs[0]}: " if outs[0] else ""
         raise SymfwError(
             f"{len(failures)} of {len(tasks)} training tasks failed (first: {first.task.label}: {first.error}); "
-            f"finished tasks are kept in {out}: rerun with --resume to train the rest"
+            f"{where}rerun with --resume to train the rest"
         )
     if missing:  # cannot happen without failures; guards the invariant
-        raise SymfwError(f"{missing} (spec, fraction) ensembles are incomplete in {out}; rerun with --resume")
+        raise SymfwError(f"{missing} (spec, fraction) ensembles are incomplete; rerun with --resume")
     return results
-

@@ -53,6 +53,11 @@ def register_datasets(register):
     """Register :class:`~symfw.core.interfaces.DatasetSource` subclasses."""
 
 
+@hookspec
+def register_tasks(register):
+    """Register :class:`~symfw.core.interfaces.Task` subclasses (binary, multiclass, regression)."""
+
+
 #: hook name -> component kind it registers
 HOOK_KINDS = {
     "register_groups": "group",
@@ -63,4 +68,5 @@ HOOK_KINDS = {
     "register_input_transforms": "inputs",
     "register_penalties": "penalty",
     "register_datasets": "dataset",
+    "register_tasks": "task",
 }

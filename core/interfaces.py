@@ -6,15 +6,18 @@ options in a spec. The model assembly (:mod:`symfw.core.model`) constructs compo
 with the arguments stated in each interface's docstring.
 
 Data flow: four-vectors → input transforms → subnets (general, invariant) → combiner
-(with a breaking context) → head → one logit. Penalties read the model and the batch.
+(with a breaking context) → head → the task's output (a logit, class logits, or a regression). Penalties read the model and the batch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
@@ -235,15 +238,23 @@ class BreakingContext(Component):
 
     ``__call__(p4, mask) → (B, C)``, C depending only on N; computed from the raw particles
     (before input transforms). Constructed as ``Context(options)``.
+
+    :meth:`variable` is the one number per event that the breaking scale stands for (in GeV;
+    :attr:`variable_label` names it): the x-axis of the learned-weight curve and the variable
+    a ``--train-pt-max`` cut applies to. By default the largest column of the context.
     """
 
     kind = "context"
+    variable_label: ClassVar[str] = "pT [GeV]"
 
     def __init__(self, options: Options | None = None):
         self.options = options if options is not None else self.Options()
 
     def __call__(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def variable(self, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self(p4, mask).amax(-1)
 
 
 # --------------------------------------------------------------------------- modules
@@ -300,6 +311,12 @@ class InputTransform(Component):
     shapes it produces depend only on the input shapes. Spurions are appended *inside* the
     model, so group actions applied to a model's input (augmentation, penalties) never
     transform them. Constructed as ``Transform(options)``.
+
+    :attr:`keeps` declares the subgroup the transform leaves unbroken: a subnet invariant under
+    a group G in everything it is given is, after this transform, invariant under G ∩ keeps as a
+    function of the particles (spurions: the stabiliser of the spurions; the input method: the
+    subgroup fixing its quantities). A registered group's name or a
+    :class:`SymmetryGroup`; the default, ``"trivial"``, claims nothing.
     """
 
     kind = "inputs"
@@ -307,18 +324,31 @@ class InputTransform(Component):
     def __init__(self, options: Options | None = None):
         self.options = options if options is not None else self.Options()
 
+    @property
+    def keeps(self) -> "str | SymmetryGroup":
+        """The subgroup left unbroken (a registered group's name, or a group instance)."""
+        return "trivial"
+
     def __call__(self, particles: Particles) -> Particles:
         raise NotImplementedError
 
 
 class Penalty(Component):
-    """A soft loss term, e.g. SEAL's Γ_G or Γ_δ: ``__call__(model, batch) → scalar tensor``.
+    """A soft loss term, e.g. SEAL's Γ_G or Γ_δ: ``__call__(fn, batch) → scalar tensor``.
 
-    ``batch`` is a :class:`Batch`. The trainer multiplies the value by λ from the spec.
-    Constructed as ``Penalty(options, group=SymmetryGroup)``. The value is a mean over the
-    batch's events: weighted with ``batch.weight`` when :attr:`weighted` (an option
-    ``weighted``, if the penalty has one), else uniform. Data-parallel training relies on this
-    to combine the ranks' shares into the penalty of the global batch.
+    ``fn`` is one ensemble member's function ``fn(p4, mask) → (B,)`` outputs — not an
+    ``nn.Module``: the trainer passes each member as a function (under ``torch.func.vmap``
+    for a vectorised ensemble, with ``randomness="different"``), normalising with the batch
+    statistics its training pass recorded; a penalty only calls it, and changes neither the
+    batch nor the model. ``batch`` is a :class:`Batch` (``batch.logits``, when set, is fn's
+    training-pass output on ``batch.p4``). Random group elements come from
+    :mod:`symfw.core.groups`. The trainer multiplies the value by λ from the spec.
+    Constructed as ``Penalty(options, group=SymmetryGroup)`` with the spec's group.
+
+    The value is a mean over the batch's events, weighted with ``batch.weight`` when the
+    penalty declares :attr:`weighted` (by default its option ``weighted``, if it has one),
+    else uniform. Data-parallel training relies on this to combine the ranks' shares into the
+    penalty of the global batch.
     """
 
     kind = "penalty"
@@ -332,7 +362,7 @@ class Penalty(Component):
         """Whether the mean over events uses the sample weights."""
         return bool(getattr(self.options, "weighted", False))
 
-    def __call__(self, model: nn.Module, batch: "Batch") -> torch.Tensor:
+    def __call__(self, fn, batch: "Batch") -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -367,6 +397,67 @@ class DatasetSource(Component):
         raise NotImplementedError
 
 
+class Task(Component):
+    """What a model is trained to do: its output width, loss, metrics and primary metric.
+
+    Constructed as ``Task(options)``; one instance serves every member of an ensemble.
+
+    - :meth:`out_features` is the head's width (1: the model returns (B,), else (B, K));
+    - :meth:`targets` picks, from an :class:`~symfw.core.data.EventData`, what the loss compares
+      the output with (labels, or the ``target`` array), refusing unsuitable data with a
+      :class:`~symfw.core.errors.DataError`;
+    - :meth:`prepare` sees the training split's targets before training (a regression fits its
+      target scale there) and may return ``(shift, scale)`` for the model's output layer;
+    - :meth:`loss` is a weighted mean over the batch's events (differentiable and usable under
+      ``torch.func.vmap``: tensor operations only);
+    - :meth:`metrics` evaluates outputs in NumPy; it includes ``loss`` and :attr:`primary`, the
+      metric the learning-rate choice and the best epoch use, better when larger if
+      :attr:`direction` is ``"max"``;
+    - :attr:`columns` are the (metric, header) pairs of the train/compare tables;
+      :meth:`report` adds task-specific results for the test split (e.g. resolutions vs pT) and
+      :meth:`plots` draws them.
+    """
+
+    kind = "task"
+    primary: ClassVar[str] = "loss"
+    direction: ClassVar[str] = "min"
+    columns: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    def __init__(self, options: Options | None = None):
+        self.options = options if options is not None else self.Options()
+
+    def out_features(self) -> int:
+        raise NotImplementedError
+
+    def targets(self, data) -> np.ndarray:
+        raise NotImplementedError
+
+    def prepare(self, target: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return None
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metrics(self, output: np.ndarray, target: np.ndarray, weight: np.ndarray) -> dict[str, float]:
+        raise NotImplementedError
+
+    def report(self, output: np.ndarray, target: np.ndarray, weight: np.ndarray, data) -> dict[str, Any]:
+        """Task-specific test-split results for ``output`` (members, n, ...); ``data`` the test events."""
+        return {}
+
+    def plots(self, results: Sequence[dict[str, Any]], out: Path, names: Sequence[str]) -> list[Path]:
+        """Figures of :meth:`report`'s results (one run result per compared spec)."""
+        return []
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether primary-metric value ``a`` beats ``b`` (NaN never does)."""
+        if a != a:
+            return False
+        if b != b:
+            return True
+        return a > b if self.direction == "max" else a < b
+
+
 COMPONENT_KINDS: dict[str, type[Component]] = {
     "group": SymmetryGroup,
     "invariants": InvariantMap,
@@ -376,6 +467,7 @@ COMPONENT_KINDS: dict[str, type[Component]] = {
     "inputs": InputTransform,
     "penalty": Penalty,
     "dataset": DatasetSource,
+    "task": Task,
 }
 
 # re-exported for plugins that build four-vector quantities
@@ -395,6 +487,7 @@ __all__ = [
     "Particles",
     "Penalty",
     "SymmetryGroup",
+    "Task",
     "kinematics",
     "lorentz_generator",
 ]

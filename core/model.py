@@ -2,7 +2,10 @@
 
     four-vectors → [input transforms] → general subnet (on particles)
                                       → invariant subnet (on an invariant map, + input-method scalars)
-               → combiner(g, s, context(four-vectors)) → head MLP → one logit
+               → combiner(g, s, context(four-vectors)) → head → the task's output
+
+The head is an MLP of the task's width (one logit for ``binary``), or PELICAN's equivariant
+four-vector head (:class:`FourVectorHead`).
 
 The baselines are the same assembly with one subnet (no combiner). Shapes the components
 produce are found with a dry run on a dummy event, so plugins need not declare them.
@@ -13,8 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .interfaces import Encoder, Particles
-from .nn import MLP, hidden_neurons, n_parameters, share_statistics
+from .interfaces import Encoder, Particles, Task
+from .kinematics import mdot
+from .nn import MLP, ParticleMLP, hidden_neurons, n_parameters, share_statistics
 from .registry import Registry, get_registry
 from .spec import Spec, Subnet
 
@@ -61,6 +65,32 @@ class SubnetModule(nn.Module):
         return self.encoder(particles)
 
 
+class FourVectorHead(nn.Module):
+    """PELICAN's equivariant output: p_out = Σ_i w_i p_i over the real particles.
+
+    Each weight w_i = 1 + MLP(latent ⊕ u_i) sees the event's latent and two invariants of the
+    particle, u_i = (p_i·J / J², p_i² / J²) with J = Σ_j p_j (dimensionless; Σ_i p_i·J/J² = 1).
+    With an invariant latent every w_i is invariant, so p_out transforms as a four-vector:
+    p_out(Λx) = Λ p_out(x). At initialisation w_i ≈ 1 and p_out ≈ J, the plain sum.
+    """
+
+    def __init__(self, latent_dim: int, hidden: list[int], batchnorm: bool = True):
+        super().__init__()
+        self.weights = ParticleMLP(latent_dim + 2, hidden, 1, batchnorm=batchnorm)
+        nn.init.zeros_(self.weights.out.weight)  # start from w_i = 1: the plain sum of the particles
+        nn.init.zeros_(self.weights.out.bias)
+
+    def forward(self, latent: torch.Tensor, p4: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.to(p4.dtype).unsqueeze(-1)
+        p = p4 * m
+        J = p.sum(1, keepdim=True)
+        J2 = mdot(J, J).clamp_min(1e-6).unsqueeze(-1)
+        u = torch.cat([mdot(p, J).unsqueeze(-1) / J2, mdot(p, p).unsqueeze(-1) / J2], -1)
+        x = torch.cat([latent.unsqueeze(1).expand(-1, p.shape[1], -1).to(p.dtype), u], -1)
+        w = 1 + self.weights(x, mask).squeeze(-1)
+        return (w.unsqueeze(-1) * p).sum(1)
+
+
 class SymfwModel(nn.Module):
     """A model assembled from a :class:`Spec`. ``forward(p4, mask=None) → (B,) logits``."""
 
@@ -88,7 +118,15 @@ class SymfwModel(nn.Module):
             ctx_dim = self.context(p4, mask).shape[-1] if self.context is not None else 0
             self.combiner = comb_cls(_options(comb_cls, spec.combiner), latent_dim=L, context_dim=ctx_dim)
             width = self.combiner.out_features
-        self.head = MLP(width, spec.head.hidden, 1, batchnorm=spec.head.batchnorm)
+        task_cls = registry.get("task", spec.task.name)
+        self.out_features = task_cls(_options(task_cls, spec.task)).out_features()
+        if spec.head.kind == "four-vector":
+            self.head: nn.Module = FourVectorHead(width, spec.head.hidden, batchnorm=spec.head.batchnorm)
+        else:
+            self.head = MLP(width, spec.head.hidden, self.out_features, batchnorm=spec.head.batchnorm)
+            if task_cls.prepare is not Task.prepare:  # the task may rescale the output (regression)
+                self.register_buffer("output_shift", torch.zeros(self.out_features))
+                self.register_buffer("output_scale", torch.ones(self.out_features))
 
     # -- pieces ------------------------------------------------------------------------
     def transform_inputs(self, p4: torch.Tensor, mask: torch.Tensor | None = None) -> Particles:
@@ -110,7 +148,23 @@ class SymfwModel(nn.Module):
         return self.combiner(g, s, ctx)
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.head(self.latent(p4, mask)).squeeze(-1)
+        """(B,) for a one-output task, else (B, K)."""
+        if mask is None:
+            mask = torch.ones(p4.shape[:2], dtype=torch.bool, device=p4.device)
+        latent = self.latent(p4, mask)
+        if isinstance(self.head, FourVectorHead):
+            return self.head(latent, p4, mask)
+        out = self.head(latent)
+        if hasattr(self, "output_scale"):
+            out = out * self.output_scale + self.output_shift
+        return out.squeeze(-1) if self.out_features == 1 else out
+
+    @torch.no_grad()
+    def set_output_affine(self, shift: torch.Tensor, scale: torch.Tensor) -> None:
+        """Map the head's standardised output to physical units: out·scale + shift (regression)."""
+        if hasattr(self, "output_scale"):
+            self.output_shift.copy_(shift)
+            self.output_scale.copy_(scale)
 
     def general_weight(self, p4: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor | None:
         """The learned weight of the general subnet per event, if the combiner has one."""
@@ -138,6 +192,48 @@ class SymfwModel(nn.Module):
         counts = {k: hidden_neurons(m) for k, m in self.parts().items() if m is not None}
         counts["total"] = hidden_neurons(self)
         return counts
+
+    # -- the symmetry it keeps -----------------------------------------------------------
+    def kept_groups(self) -> list[tuple[str, object]]:
+        """(part, the group it keeps by construction — a group or a registered group's name).
+
+        The spec's group; each subnet: an invariant map's ``group`` (a ``features`` encoder sees
+        nothing else), a ``particles`` encoder's ``keeps`` (undeclared: ``"trivial"`` — a PFN on
+        raw four-vectors keeps nothing), ``"trivial"`` for a ``features`` encoder on the flattened
+        four-vectors; the breaking context, when a combiner uses it (its ``keeps``, undeclared:
+        ``"trivial"``); each input transform's ``keeps`` (the subgroup it leaves unbroken).
+        """
+        parts: list[tuple[str, object]] = [("the spec's group", self.group)]
+        for slot, sub in (("general", self.general), ("invariant", self.invariant)):
+            if sub is None:
+                continue
+            if sub.consumes == "particles":
+                parts.append((f"{slot} subnet {sub.encoder.name}", getattr(sub.encoder, "keeps", "trivial")))
+            elif sub.invariants is not None:
+                parts.append((f"{slot} subnet {sub.invariants.name} → {sub.encoder.name}", sub.invariants.group))
+            else:
+                parts.append((f"{slot} subnet {sub.encoder.name} on four-vectors", "trivial"))
+        if self.combiner is not None and self.context is not None:
+            parts.append((f"context {self.context.name}", getattr(self.context, "keeps", "trivial")))
+        parts += [(f"input transform {t.name}", t.keeps) for t in self.transforms]
+        return parts
+
+    @property
+    def residual_group(self):
+        """The :class:`~symfw.core.interfaces.SymmetryGroup` the model is invariant under by
+        construction: the intersection of what its parts keep (:meth:`kept_groups`), named as a
+        registered group (e.g. ``so2-z``) when one has that algebra."""
+        from .groups import intersect
+
+        return intersect([group for _, group in self.kept_groups()])
+
+    @property
+    def residual_reason(self) -> str:
+        """One line saying why: ``so2-z = lorentz (the spec's group) ∩ lorentz (invariant subnet …) ∩ …``."""
+        from .groups import resolve_group
+
+        terms = " ∩ ".join(f"{resolve_group(group).name} ({part})" for part, group in self.kept_groups())
+        return f"{self.residual_group.name} = {terms}"
 
 
 def build_model(spec: Spec, registry: Registry | None = None) -> SymfwModel:

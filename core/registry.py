@@ -40,6 +40,7 @@ KIND_LABELS = {
     "inputs": "input transform",
     "penalty": "penalty",
     "dataset": "dataset",
+    "task": "task",
 }
 
 

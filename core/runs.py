@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .errors import UsageError
 from .io import atomic_write, atomic_write_json, atomic_write_text
 from .metrics import jsonable
@@ -150,14 +148,11 @@ class FractionDir:
             return []
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_write(self.root / CHECKPOINT_FILE, lambda tmp: torch.save(state, tmp))
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.root / CHECKPOINT_FILE
 
-    def load_checkpoint(self, device: str | torch.device = "cpu") -> dict[str, Any] | None:
-        path = self.root / CHECKPOINT_FILE
-        if not path.is_file():
-            return None
-        try:
-            return torch.load(path, map_location=device, weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - a corrupt or foreign checkpoint: the user removes it
-            raise UsageError(f"{path}: cannot read the checkpoint ({type(exc).__name__}); remove it to restart") from None
+    @property
+    def has_checkpoint(self) -> bool:
+        """Whether a checkpoint exists (a directory in its place is refused when loaded)."""
+        return self.checkpoint_path.exists()

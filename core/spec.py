@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -38,8 +38,14 @@ class Subnet(Strict):
 
 
 class Head(Strict):
-    """The classifier MLP after the combiner; ends in one logit."""
+    """The MLP after the combiner; its output width is the task's (one logit for ``binary``).
 
+    ``kind = "four-vector"`` makes it PELICAN's equivariant four-vector output instead: per
+    particle an invariant weight w_i from the latent and the particle's invariants, and the
+    output Σ_i w_i p_i (a task with four outputs: ``regression`` of a four-momentum).
+    """
+
+    kind: Literal["mlp", "four-vector"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [512, 256, 128])
     batchnorm: bool = True
 
@@ -58,6 +64,16 @@ class PenaltyRef(ComponentRef):
     warmup_epochs: int = Field(0, ge=0)
 
 
+class Augment(Strict):
+    """Data augmentation: every training batch's particles are moved by random elements of
+    ``group`` (one per event; spurions, appended inside the model, are never moved). ``rapidity``
+    bounds the boosts' rapidity, ``angle`` the rotations' angle (radians)."""
+
+    group: str
+    rapidity: float = Field(1.0, ge=0)
+    angle: float = Field(math.pi, ge=0)
+
+
 class Training(Strict):
     """Optimisation settings (defaults from the hybrid paper: AdamW, wd 0.01, batch 128, 100 epochs)."""
 
@@ -65,6 +81,7 @@ class Training(Strict):
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
+    augment: Augment | None = None
 
     @field_validator("lr", "weight_decay")
     @classmethod
@@ -88,6 +105,7 @@ class Spec(Strict):
     context: ComponentRef | None = None
     combiner: ComponentRef | None = None
     head: Head = Field(default_factory=Head)
+    task: ComponentRef = Field(default_factory=lambda: ComponentRef(name="binary"))
     penalties: list[PenaltyRef] = Field(default_factory=list)
     training: Training = Field(default_factory=Training)
 
@@ -167,6 +185,19 @@ def resolve_spec(data: dict[str, Any], origin: str = "spec", registry: Registry 
         raise SpecError(f"{origin}: combiner: a model with two subnets needs a combiner")
     for i, ref in enumerate(spec.penalties):
         _check_component(ref, "penalty", f"penalties[{i}]", registry, origin)
+    task_cls = _check_component(spec.task, "task", "task", registry, origin)
+    if spec.head.kind == "four-vector":
+        width = task_cls(task_cls.Options.model_validate(spec.task.options)).out_features()
+        if width != 4:
+            raise SpecError(
+                f"{origin}: head.kind: a four-vector head outputs 4 numbers, but task '{spec.task.name}' "
+                f"needs {width}"
+            )
+    if spec.training.augment is not None:
+        try:
+            registry.get("group", spec.training.augment.group)
+        except SymfwError as exc:
+            raise SpecError(f"{origin}: training.augment.group: {exc}") from None
     return spec
 
 

@@ -1,19 +1,29 @@
-"""Training: ensembles of one spec on a seeded split, with held-out metrics every epoch.
+"""Training: one epoch loop for every task and every way of running it.
 
-Defaults are the hybrid paper's (BCE with logits, AdamW with weight decay 0.01, batch 128,
-100 epochs), read from the spec's ``[training]`` table. Events and their weights stay as
+Defaults are the hybrid paper's (AdamW with weight decay 0.01, batch 128, 100 epochs), read
+from the spec's ``[training]`` table; the loss, metrics and primary metric come from the
+spec's task (:class:`~symfw.core.interfaces.Task`: ``binary`` by default). Events stay as
 tensors on the device; each member draws its own batch order (a seeded permutation per epoch)
-and batches are gathered by index — no per-sample ``Dataset``.
+and batches are gathered by index.
 
-After every epoch each member is evaluated on the **validation** split (loss, AUC, accuracy,
-background rejection at ε_S = 0.3 and 0.5). The **test** split is evaluated once, at the end,
-for the final model and for the member's best-validation epoch; it is never used to select
-anything.
+**One loop, several steppers.** :func:`train_ensemble` is the only epoch loop. What varies is
+a :class:`Stepper`, which turns one batch per member into losses and gradients:
+:class:`VectorizedStepper` (``torch.func.vmap`` over the members), :class:`SequentialStepper`
+(one member after the other) and :class:`~symfw.core.distributed.DataParallelStepper` (each
+rank a shard of every batch, gradients summed over ranks). The orchestration that turns specs,
+fractions and seeds into such trainings is :func:`symfw.core.executors.train_runs`, used by
+``symfw train`` (:func:`run_training`) and ``symfw compare`` alike.
+
+After every epoch each member is evaluated on the **validation** split; the best epoch is the
+one with the best validation value of the task's primary metric. The **test** split is
+evaluated once, at the end, for the final model and for the best-validation epoch; it is
+never used to select anything.
 
 Reproducibility: member m of base seed b initialises with ``member_seeds(b, M)[m]`` and its
 epoch-e batch order comes from a generator seeded by (member seed, e); the global torch RNG
-(used by random penalties) is reseeded at the start of every epoch. Hence a run resumed from
-its last checkpoint ends with exactly the metrics of an uninterrupted one (CPU, same threads).
+(penalties, augmentation) is reseeded at the start of every epoch. A run resumed from its last
+checkpoint (:class:`~symfw.core.checkpoint.Checkpoint`) ends with exactly the metrics of an
+uninterrupted one (CPU, same threads).
 
 The Python API::
 
@@ -34,18 +44,20 @@ import numpy as np
 import torch
 
 from . import metrics as M
+from .checkpoint import Checkpoint
 from .data import EventData, Split, make_split
 from .ensemble import Ensemble, PenaltyTerm
 from .errors import DataError, UsageError
-from .interfaces import Batch
+from .interfaces import Batch, Task
 from .model import SymfwModel
 from .registry import get_registry
-from .runs import FractionDir, RunDir
+from .runs import FractionDir
 from .spec import PenaltyRef, Spec
 
 EpochCallback = Callable[[dict[str, Any]], None]
 WEIGHT_CURVE_BINS = 20
-EXTRAPOLATION_BINS = 4  # on each side of the pT cut
+EXTRAPOLATION_BINS = 4  # on each side of the cut
+AT_EPOCHS = (1, 5, 10, 25, 50, 100)
 
 
 # --------------------------------------------------------------------------- settings
@@ -57,8 +69,9 @@ class RunSettings:
 
     ``seed`` is the base seed: it seeds the data generator, the split (shared by every member
     and every spec) and, through :func:`member_seeds`, each member's initialisation and batch
-    order. ``train_pt_max`` restricts training and validation to events whose leading-particle
-    pT is below it (the extrapolation protocol); the test split keeps every event.
+    order. ``train_pt_max`` restricts training and validation to events whose breaking
+    variable — that of the context ``cut_context``, leading-particle pT by default — is below
+    it (the extrapolation protocol); the test split keeps every event.
     """
 
     data: str = "zmumu"
@@ -68,23 +81,24 @@ class RunSettings:
     fractions: tuple[float, ...] = (1.0,)
     train_pt_max: float | None = None
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    cut_context: str = "leading-pt"
 
     def __post_init__(self):
         if self.seeds < 1:
-            raise UsageError(f"--seeds must be >= 1, got {self.seeds}")
+            raise UsageError(f"seeds must be >= 1, got {self.seeds}")
         if not 0 <= self.seed < 2**32:
-            raise UsageError(f"--seed must be in [0, 2^32), got {self.seed}")
+            raise UsageError(f"seed must be in [0, 2^32), got {self.seed}")
         if not self.fractions:
-            raise UsageError("--fractions: give at least one fraction")
+            raise UsageError("fractions: give at least one fraction")
         for f in self.fractions:
             if not (0 < f <= 1) or not math.isfinite(f):
-                raise UsageError(f"--fractions: each fraction must be in (0, 1], got {f:g}")
+                raise UsageError(f"fractions: each fraction must be in (0, 1], got {f:g}")
         if len(set(self.fractions)) != len(self.fractions):
-            raise UsageError("--fractions: fractions must be distinct")
+            raise UsageError("fractions: fractions must be distinct")
         if self.events is not None and self.events < 1:
-            raise UsageError(f"--events must be >= 1, got {self.events}")
+            raise UsageError(f"events must be >= 1, got {self.events}")
         if self.train_pt_max is not None and not (self.train_pt_max > 0 and math.isfinite(self.train_pt_max)):
-            raise UsageError(f"--train-pt-max must be a positive number of GeV, got {self.train_pt_max:g}")
+            raise UsageError(f"train_pt_max must be a positive number of GeV, got {self.train_pt_max:g}")
 
     def record(self) -> dict[str, Any]:
         out = asdict(self)
@@ -99,8 +113,8 @@ def derive_seed(*parts: int) -> int:
 
 
 def penalty_seed(seeds: Sequence[int], epoch: int) -> int:
-    """Seed of the random draws of penalties in ``epoch`` for the members ``seeds`` trained together
-    (members trained as separate tasks draw independently)."""
+    """Seed of the random draws (penalties, augmentation) in ``epoch`` for the members ``seeds``
+    trained together (members trained as separate tasks draw independently)."""
     return derive_seed(*seeds, 2, epoch)
 
 
@@ -118,15 +132,15 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+            raise UsageError(f"device {name}: CUDA is not available on this machine (use cpu or auto)")
         try:
             device = torch.device(name)
         except RuntimeError:
-            raise UsageError(f"--device {name}: not a valid CUDA device name") from None
+            raise UsageError(f"device {name}: not a valid CUDA device name") from None
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise UsageError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
         return device
-    raise UsageError(f"--device must be cpu, cuda or auto, got '{name}'")
+    raise UsageError(f"device must be cpu, cuda or auto, got '{name}'")
 
 
 def with_training_overrides(spec: Spec, **overrides: Any) -> Spec:
@@ -141,35 +155,51 @@ def with_training_overrides(spec: Spec, **overrides: Any) -> Spec:
         training = Training.model_validate(values)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise UsageError(f"--{str(err['loc'][0]).replace('_', '-')}: {err['msg']}") from None
+        raise UsageError(f"training.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
     return spec.model_copy(update={"training": training})
 
 
-def leading_pt(data: EventData) -> np.ndarray:
-    """pT of the leading (highest-pT) real particle of every event, in GeV."""
-    pt = np.hypot(data.p4[..., 1], data.p4[..., 2]) * data.mask
-    return pt.max(axis=1)
+def make_task(spec: Spec, registry=None) -> Task:
+    """The spec's task, constructed with its options."""
+    cls = (registry or get_registry()).get("task", spec.task.name)
+    return cls(cls.Options.model_validate(spec.task.options))
 
 
-def restrict_pt(split: Split, lead_pt: np.ndarray, pt_max: float, labels: np.ndarray) -> Split:
-    """Training and validation events below ``pt_max``; the test split keeps every event."""
-    train = split.train[lead_pt[split.train] < pt_max]
-    val = split.val[lead_pt[split.val] < pt_max]
+def context_variable(name: str, data: EventData, registry=None) -> np.ndarray:
+    """The breaking variable of context ``name`` (e.g. leading pT, GeV) of every event."""
+    cls = (registry or get_registry()).get("context", name)
+    t = data.tensors(dtype=torch.float64)
+    with torch.no_grad():
+        return cls(cls.Options()).variable(t["p4"], t["mask"]).numpy()
+
+
+def restrict(split: Split, values: np.ndarray, cut: float, labels: np.ndarray) -> Split:
+    """Training and validation events with ``values`` below ``cut``; the test split keeps every event."""
+    train, val = split.train[values[split.train] < cut], split.val[values[split.val] < cut]
     for name, part in (("training", train), ("validation", val)):
         if len(np.unique(labels[part])) < 2:
             raise DataError(
-                f"--train-pt-max {pt_max:g}: the {name} split below the cut has "
+                f"train_pt_max {cut:g}: the {name} split below the cut has "
                 f"{'no events' if len(part) == 0 else 'only one class'}; raise the cut or use more events"
             )
     return Split(train, val, split.test, split.seed, split.fractions, split.fraction)
 
 
+def prepare_split(data: EventData, settings: RunSettings, registry=None) -> Split:
+    """The seeded split of a run, restricted below ``train_pt_max`` when set."""
+    split = make_split(data.label, settings.seed, settings.split)
+    if settings.train_pt_max is not None:
+        values = context_variable(settings.cut_context, data, registry)
+        split = restrict(split, values, settings.train_pt_max, data.label)
+    return split
+
+
 def check_data_fits(spec: Spec, data: EventData, registry=None) -> None:
-    """One untrained pass of ``spec``'s model on two events: a model that cannot take the data (a
-    fixed-size model and events with another number of particles) is a DataError before anything
-    is written."""
+    """The spec's task accepts the data, and one untrained pass of its model on two events works:
+    a mismatch is a DataError before anything is written."""
     from .model import build_model
 
+    make_task(spec, registry).targets(data)
     with torch.random.fork_rng(devices=[]):
         model = build_model(spec, registry).eval()
     t = data.subset(np.arange(min(2, len(data)))).tensors()
@@ -201,28 +231,31 @@ def lam_at(ref: PenaltyRef, epoch: int) -> float:
     return float(ref.lam) * min(1.0, epoch / ref.warmup_epochs)
 
 
-# --------------------------------------------------------------------------- one ensemble
+# --------------------------------------------------------------------------- events on the device
 
 
 @dataclass
 class Tensors:
-    """Events on the training device, and NumPy copies of what the metrics need."""
+    """Events on the training device (targets as the task wants them) and NumPy copies for metrics."""
 
     p4: torch.Tensor
     mask: torch.Tensor
-    label: torch.Tensor
+    target: torch.Tensor
     weight: torch.Tensor
-    label_np: np.ndarray
+    target_np: np.ndarray
     weight_np: np.ndarray
-    lead_pt: np.ndarray
+    data: EventData
 
     @classmethod
-    def from_data(cls, data: EventData, device: torch.device, dtype: torch.dtype = torch.float32) -> "Tensors":
+    def from_data(cls, data: EventData, task: Task, device, dtype: torch.dtype = torch.float32) -> "Tensors":
         t = data.tensors(device, dtype=dtype)
-        return cls(
-            t["p4"], t["mask"], t["label"], t["weight"],
-            data.label.astype(np.float64), data.weight.astype(np.float64), leading_pt(data),
-        )
+        target = task.targets(data)
+        tdtype = torch.long if target.dtype.kind in "iu" else dtype
+        return cls(t["p4"], t["mask"], torch.as_tensor(target, dtype=tdtype, device=device), t["weight"],
+                   target, data.weight.astype(np.float64), data)
+
+    def batch(self, idx: torch.Tensor) -> Batch:
+        return Batch(self.p4[idx], self.mask[idx], self.target[idx], self.weight[idx])
 
 
 @dataclass
@@ -236,7 +269,7 @@ class EnsembleJob:
     vectorize: str = "auto"  # auto | yes | no
     train_pt_max: float | None = None
     registry: Any = None
-    base_seed: int = 0
+    cut_context: str = "leading-pt"
 
 
 def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -264,46 +297,85 @@ def batch_order(train_idx: torch.Tensor, seeds: Sequence[int], epoch: int, devic
     return torch.stack(perms).to(device)
 
 
-def gather(tensors: Tensors, order: torch.Tensor, start: int, stop: int) -> Batch:
-    """One batch per member, gathered by index from the device tensors."""
-    idx = order[:, start:stop]
-    return Batch(tensors.p4[idx], tensors.mask[idx], tensors.label[idx], tensors.weight[idx])
+def augmenter(spec: Spec, registry=None) -> Callable[[Batch], Batch] | None:
+    """``[training] augment``: each batch's real particles moved by one random element of the
+    named group per event (drawn from the global torch RNG, reseeded every epoch)."""
+    aug = spec.training.augment
+    if aug is None:
+        return None
+    from .groups import act, random_elements
+
+    cls = (registry or get_registry()).get("group", aug.group)
+    group = cls(cls.Options())
+
+    def apply(batch: Batch) -> Batch:
+        shape = batch.p4.shape
+        p4, mask = batch.p4.reshape(-1, *shape[-2:]), batch.mask.reshape(-1, shape[-2])
+        elements = random_elements(group, p4.shape[0], rapidity=aug.rapidity, angle=aug.angle,
+                                   dtype=torch.float64, device=p4.device)
+        moved = act(elements, p4.to(torch.float64), mask).to(p4.dtype).reshape(shape)
+        return Batch(moved, batch.mask, batch.label, batch.weight)
+
+    return apply
 
 
-def train_epoch(
-    ens: Ensemble,
-    opt: torch.optim.Optimizer,
-    tensors: Tensors,
-    order: torch.Tensor,
-    steps: Sequence[tuple[int, int]],
-    terms: Sequence[PenaltyTerm] = (),
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """One pass over ``order`` in ``steps``; returns summed BCE (M,), summed penalty (M,), events."""
-    ens.train()
-    loss_sum = torch.zeros(len(ens), device=order.device, dtype=torch.float64)
-    pen_sum = torch.zeros_like(loss_sum)
-    count = 0
-    for start, stop in steps:
-        bce, pen = ens.backward(gather(tensors, order, start, stop), terms)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        loss_sum += bce.double() * (stop - start)
-        pen_sum += pen.double() * (stop - start)
-        count += stop - start
-    return loss_sum, pen_sum, count
+# --------------------------------------------------------------------------- steppers
 
 
-def _member_metrics(tensors: Tensors, index: np.ndarray, logits: torch.Tensor) -> list[dict[str, float]]:
-    y, w = tensors.label_np[index], tensors.weight_np[index]
-    logits_np = logits.detach().double().cpu().numpy()
-    label_t = torch.as_tensor(y, dtype=torch.float64)
-    weight_t = torch.as_tensor(w, dtype=torch.float64)
-    out = []
-    for row in logits_np:
-        m = M.evaluate(y, row, w)
-        m["loss"] = float(M.weighted_bce_with_logits(torch.as_tensor(row), label_t, weight_t))
-        out.append(m)
-    return out
+class Stepper:
+    """Turns one batch per member into per-member losses and gradients (``.grad`` of the
+    ensemble's stacked parameters); the loop steps the optimiser. A stepper of one process
+    evaluates and writes itself (``is_main``); :meth:`on_main` runs file work where it should
+    run and :meth:`reduce` sums epoch totals over processes."""
+
+    mode = "sequential"
+    is_main = True
+
+    def __init__(self, ens: Ensemble, reason: str | None = None):
+        self.ens, self.reason = ens, reason
+
+    def steps(self, n: int, batch_size: int) -> list[tuple[int, int]]:
+        return batches(n, batch_size)
+
+    def step(self, batch: Batch, terms: Sequence[PenaltyTerm]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.ens.backward(batch, terms, vectorize=self.mode == "vectorized")
+
+    def reduce(self, totals: torch.Tensor) -> torch.Tensor:
+        return totals
+
+    def on_main(self, fn: Callable[[], Any]) -> Any:
+        return fn()
+
+
+class SequentialStepper(Stepper):
+    """The members one after the other, on views of the stacked tensors."""
+
+
+class VectorizedStepper(Stepper):
+    """All members in one ``torch.func.vmap``-ed forward and backward."""
+
+    mode = "vectorized"
+
+
+def local_stepper(ens: Ensemble, job: EnsembleJob, probe: Batch, terms: Sequence[PenaltyTerm]) -> Stepper:
+    """Vectorised when asked, or (auto) when there are several members and one vmapped step works."""
+    if job.vectorize == "no":
+        return SequentialStepper(ens, "requested")
+    if job.vectorize == "auto" and len(job.seeds) == 1:
+        return SequentialStepper(ens, "one member")
+    if job.vectorize == "auto":
+        reason = ens.probe_vectorized(probe, terms)
+        if reason is not None:
+            return SequentialStepper(ens, f"vmap failed: {reason}")
+    return VectorizedStepper(ens)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def _member_metrics(task: Task, tensors: Tensors, index: np.ndarray, outputs: torch.Tensor) -> list[dict[str, float]]:
+    target, weight = tensors.target_np[index], tensors.weight_np[index]
+    return [task.metrics(row, target, weight) for row in outputs.detach().double().cpu().numpy()]
 
 
 def train_ensemble(
@@ -312,156 +384,178 @@ def train_ensemble(
     directory: FractionDir | None = None,
     resume: bool = False,
     on_epoch: EpochCallback | None = None,
+    parallel=None,
 ) -> dict[str, Any]:
-    """Train the ensemble, evaluate it, write its files (if ``directory``) and return results."""
+    """Train the ensemble, evaluate it, write its files (if ``directory``) and return results.
+
+    ``parallel`` (a :class:`~symfw.core.distributed.DistInfo`) trains data-parallel over its
+    process group: call it on every rank; rank 0 evaluates and writes, every rank returns the
+    results.
+    """
     spec, cfg, device = job.spec, job.spec.training, job.device
     registry = job.registry or get_registry()
+    task = make_task(spec, registry)
     train_idx = torch.as_tensor(job.split.train, dtype=torch.long)
-    val_idx, test_idx = job.split.val, job.split.test
-    val_p4, val_mask = tensors.p4[torch.as_tensor(val_idx, device=device)], tensors.mask[torch.as_tensor(val_idx, device=device)]
-
-    ens = Ensemble(
-        spec, job.seeds, device=device, registry=registry, vectorize=job.vectorize != "no", dtype=tensors.p4.dtype
-    )
+    train_t = torch.as_tensor(job.split.train, device=device)
+    affine = task.prepare(tensors.target[train_t].to(tensors.p4.dtype), tensors.weight[train_t])
+    ens = Ensemble(spec, job.seeds, device=device, registry=registry, dtype=tensors.p4.dtype, task=task,
+                   output_affine=affine)
     opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     penalties = penalty_terms(spec, ens.base.group, registry)
-    steps = batches(len(train_idx), cfg.batch_size)
+    augment = augmenter(spec, registry)
 
-    def epoch_order(epoch: int) -> torch.Tensor:
-        return batch_order(train_idx, job.seeds, epoch, device)
+    def terms_at(epoch: int) -> list[PenaltyTerm]:
+        return [PenaltyTerm(ref.name, pen, lam_at(ref, epoch)) for ref, pen in penalties]
 
-    ckpt = directory.load_checkpoint(device) if (directory is not None and resume) else None
-    if ckpt is not None and ckpt.get("mode") == "ddp":  # members at different epochs: symfw.core.distributed
-        raise UsageError(
-            f"{directory.root}: the checkpoint was written by data-parallel training; resume it with torchrun or --ddp"
-        )
-    if ckpt is not None:
-        ens.load_state((ckpt["params"], ckpt["buffers"]))
-        opt.load_state_dict(ckpt["optimizer"])
-        history, start_epoch, train_time = ckpt["history"], ckpt["epoch"], ckpt["train_time_s"]
-        mode, mode_reason = ckpt["mode"], ckpt["mode_reason"]
-        best_state = (ckpt["best"]["params"], ckpt["best"]["buffers"])
-        best_auc, best_epoch = list(ckpt["best"]["auc"]), list(ckpt["best"]["epoch"])
-        directory.write_metrics(history)  # a kill between the checkpoint and this file loses nothing
+    if parallel is not None:
+        from .distributed import DataParallelStepper
+
+        stepper: Stepper = DataParallelStepper(ens, parallel)
     else:
-        history, start_epoch, train_time = [], 0, 0.0
-        mode, mode_reason = "vectorized", None
-        if job.vectorize == "no":
-            mode, mode_reason = "sequential", "requested"
-        elif job.vectorize == "auto" and len(job.seeds) == 1:
-            mode, mode_reason = "sequential", "one member"
-        elif job.vectorize == "auto":
-            probe = [PenaltyTerm(ref.name, pen, 1.0) for ref, pen in penalties]
-            reason = ens.probe_vectorized(gather(tensors, epoch_order(0), *steps[0]), probe)
-            if reason is not None:
-                mode, mode_reason = "sequential", f"vmap failed: {reason}"
+        probe = tensors.batch(batch_order(train_idx, job.seeds, 0, device)[:, : cfg.batch_size])
+        stepper = local_stepper(ens, job, probe, [PenaltyTerm(r.name, p, 1.0) for r, p in penalties])
+    ens.vectorize = stepper.mode == "vectorized"
+    steps = stepper.steps(len(train_idx), cfg.batch_size)
+
+    def load() -> Checkpoint | None:
+        if directory is None or not resume or not directory.has_checkpoint:
+            return None
+        return Checkpoint.load(directory.checkpoint_path, ens.member_shapes())
+
+    ckpt = stepper.on_main(load)
+    if ckpt is not None:
+        if ckpt.seeds != list(job.seeds):
+            raise UsageError(f"{directory.root}: the checkpoint holds other members; remove it to restart")
+        ens.load_state((ckpt.params, ckpt.buffers))
+        opt.load_state_dict(ckpt.optimizer)
+        best = {"params": ckpt.best_params, "buffers": ckpt.best_buffers}
+        best = {k: {n: v.to(device) for n, v in part.items()} for k, part in best.items()}
+        best_state = (best["params"], best["buffers"])
+        best_score = [math.nan if s is None else s for s in ckpt.best_score]
+        history, best_epoch, train_time = ckpt.history, list(ckpt.best_epoch), ckpt.train_time_s
+        if stepper.is_main and directory is not None:
+            directory.write_metrics(history)  # a kill between the checkpoint and this file loses nothing
+        if parallel is None and ckpt.mode in ("vectorized", "sequential") and ckpt.mode != stepper.mode:
+            stepper = (VectorizedStepper if ckpt.mode == "vectorized" else SequentialStepper)(ens, ckpt.mode_reason)
+            ens.vectorize = stepper.mode == "vectorized"
+    else:
+        history, train_time = [], 0.0
         best_state = ens.state()
-        best_auc, best_epoch = [-math.inf] * len(ens), [0] * len(ens)
-    ens.vectorize = mode == "vectorized"
+        best_score, best_epoch = [math.nan] * len(ens), [0] * len(ens)
+    val_t = torch.as_tensor(job.split.val, device=device)
+    val_p4, val_mask = tensors.p4[val_t], tensors.mask[val_t]
 
     rng_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(len(history), cfg.epochs):
             t0 = time.perf_counter()
             torch.manual_seed(penalty_seed(job.seeds, epoch))
-            terms = [PenaltyTerm(ref.name, pen, lam_at(ref, epoch)) for ref, pen in penalties]
-            loss_sum, pen_sum, count = train_epoch(ens, opt, tensors, epoch_order(epoch), steps, terms)
-            val = _member_metrics(tensors, val_idx, ens.predict(val_p4, val_mask))
+            terms = terms_at(epoch)
+            order = batch_order(train_idx, job.seeds, epoch, device)
+            ens.train()
+            totals = torch.zeros(2, len(ens), device=device, dtype=torch.float64)
+            count = 0
+            for start, stop in steps:
+                batch = tensors.batch(order[:, start:stop])
+                loss, pen = stepper.step(augment(batch) if augment else batch, terms)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                totals += torch.stack([loss, pen]).double() * (stop - start)
+                count += stop - start
+            totals = (stepper.reduce(totals) / count).tolist()
+            if not stepper.is_main:
+                continue
+            val = _member_metrics(task, tensors, job.split.val, ens.predict(val_p4, val_mask))
             for m, mm in enumerate(val):
-                auc = mm["auc"] if math.isfinite(mm["auc"]) else -math.inf
-                if auc > best_auc[m]:
-                    best_auc[m], best_epoch[m] = auc, epoch + 1
+                if task.better(mm[task.primary], best_score[m]):
+                    best_score[m], best_epoch[m] = mm[task.primary], epoch + 1
                     with torch.no_grad():
                         for src, dst in zip((ens.params, ens.buffers), best_state):
                             for k in dst:
                                 dst[k][m].copy_(src[k][m])
             train_time += time.perf_counter() - t0
-            losses, pens = (loss_sum / count).tolist(), (pen_sum / count).tolist()
-            record = {
-                "epoch": epoch + 1,
-                "members": [
-                    {
-                        "member": m,
-                        "seed": job.seeds[m],
-                        "loss": losses[m],
-                        **({"penalty": pens[m], "lam": {t.name: t.lam for t in terms}} if penalties else {}),
-                        "val": val[m],
-                    }
-                    for m in range(len(ens))
-                ],
-            }
-            history.append(M.jsonable(record))
+            members = [
+                {"member": m, "seed": job.seeds[m], "loss": totals[0][m],
+                 **({"penalty": totals[1][m], "lam": {t.name: t.lam for t in terms}} if penalties else {}),
+                 "val": val[m]}
+                for m in range(len(ens))
+            ]
+            record = M.jsonable({"epoch": epoch + 1, "members": members})
+            history.append(record)
             if directory is not None:
                 params, buffers = ens.state()
-                directory.save_checkpoint(
-                    {
-                        "epoch": epoch + 1,
-                        "params": params,
-                        "buffers": buffers,
-                        "optimizer": opt.state_dict(),
-                        "best": {"params": best_state[0], "buffers": best_state[1], "auc": best_auc, "epoch": best_epoch},
-                        "history": history,
-                        "train_time_s": train_time,
-                        "mode": mode,
-                        "mode_reason": mode_reason,
-                        "seeds": job.seeds,
-                    }
-                )
+                Checkpoint(
+                    epoch=epoch + 1, seeds=list(job.seeds), params=params, buffers=buffers,
+                    optimizer=opt.state_dict(), best_params=best_state[0], best_buffers=best_state[1],
+                    best_score=[None if math.isnan(s) else s for s in best_score], best_epoch=list(best_epoch),
+                    history=history, train_time_s=train_time, mode=stepper.mode, mode_reason=stepper.reason,
+                ).save(directory.checkpoint_path)
                 directory.write_metrics(history)
             if on_epoch is not None:
                 on_epoch({**record, "epochs": cfg.epochs, "spec": spec.name, "fraction": job.split.fraction,
-                          "lr": cfg.lr})
+                          "lr": cfg.lr, "primary": task.primary})
 
-    results = _final_results(job, ens, tensors, history, best_state, best_epoch, train_time, mode, mode_reason)
-    if directory is not None:
-        directory.write_results(results)
-    return results
+    def final() -> dict[str, Any]:
+        results = final_results(job, task, ens, tensors, history, best_state, best_epoch, train_time,
+                                stepper.mode, stepper.reason, parallel.world_size if parallel is not None else 1)
+        if directory is not None:
+            directory.write_results(results)
+        return results
+
+    return stepper.on_main(final)
 
 
 # --------------------------------------------------------------------------- evaluation
 
 
-def _epochs_to(curve: Sequence[float], level: float) -> int | None:
+def epochs_to(curve: Sequence[float], final: float, direction: str) -> int | None:
+    """First epoch within 1 % of the final value (≥ 99 % of it, or ≤ 101 % for a loss)."""
+    if not math.isfinite(final):
+        return None
     for i, v in enumerate(curve):
-        if v is not None and v >= level:
+        if v is not None and math.isfinite(v) and (v >= 0.99 * final if direction == "max" else v <= 1.01 * final):
             return i + 1
     return None
 
 
 def _summary(per_member: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {k: M.mean_std([m[k] for m in per_member]) for k in M.METRICS}
+    return {k: M.mean_std([m[k] for m in per_member]) for k in per_member[0]}
 
 
-def _final_results(job, ens, tensors, history, best_state, best_epoch, train_time, mode, mode_reason):
-    device = job.device
+def final_results(job, task, ens, tensors, history, best_state, best_epoch, train_time, mode, mode_reason,
+                  world_size: int = 1):
+    """The results of a trained ensemble: test metrics of the final and best-validation states,
+    curves, summaries, the learned-weight curve, the extrapolation and the task's report."""
+    primary, device = task.primary, job.device
     test_t = torch.as_tensor(job.split.test, device=device)
     test_p4, test_mask = tensors.p4[test_t], tensors.mask[test_t]
-    final_logits = ens.predict(test_p4, test_mask)
-    best_logits = ens.predict(test_p4, test_mask, state=best_state)
-    final_test = _member_metrics(tensors, job.split.test, final_logits)
-    best_test = _member_metrics(tensors, job.split.test, best_logits)
-    n_epochs = len(history)
-    val_auc = [[M.from_json(r["members"][m]["val"]["auc"]) for m in range(len(ens))] for r in history]
+    final_out = ens.predict(test_p4, test_mask)
+    final_test = _member_metrics(task, tensors, job.split.test, final_out)
+    best_test = _member_metrics(task, tensors, job.split.test, ens.predict(test_p4, test_mask, state=best_state))
+    n_epochs, n = len(history), len(ens)
+    val_curve = [[M.from_json(r["members"][m]["val"][primary]) for m in range(n)] for r in history]
     members = []
-    for m in range(len(ens)):
-        curve = [row[m] for row in val_auc]
-        final_auc = curve[-1]
-        members.append(
-            {
-                "member": m,
-                "seed": job.seeds[m],
-                "final": {"epoch": n_epochs, "val": history[-1]["members"][m]["val"], "test": final_test[m]},
-                "best": {
-                    "epoch": best_epoch[m],
-                    "val": history[best_epoch[m] - 1]["members"][m]["val"] if best_epoch[m] else None,
-                    "test": best_test[m],
-                },
-                "epochs_to_99": _epochs_to(curve, 0.99 * final_auc) if math.isfinite(final_auc) else None,
-            }
-        )
-    at_epochs = [e for e in (1, 5, 10, 25, 50, 100) if e <= n_epochs]
+    for m in range(n):
+        curve = [row[m] for row in val_curve]
+        members.append({
+            "member": m,
+            "seed": job.seeds[m],
+            "final": {"epoch": n_epochs, "val": history[-1]["members"][m]["val"], "test": final_test[m]},
+            "best": {
+                "epoch": best_epoch[m],
+                "val": history[best_epoch[m] - 1]["members"][m]["val"] if best_epoch[m] else None,
+                "test": best_test[m],
+            },
+            "epochs_to_99": epochs_to(curve, curve[-1], task.direction),
+        })
+    at_epochs = [e for e in AT_EPOCHS if e <= n_epochs]
+    test_data = tensors.data.subset(job.split.test)
+    out_np = final_out.double().cpu().numpy()
     results: dict[str, Any] = {
         "spec": job.spec.name,
+        "task": job.spec.task.name,
+        "primary": primary,
+        "direction": task.direction,
         "fraction": job.split.fraction,
         "n_train": len(job.split.train),
         "n_val": len(job.split.val),
@@ -472,33 +566,33 @@ def _final_results(job, ens, tensors, history, best_state, best_epoch, train_tim
         "weight_decay": job.spec.training.weight_decay,
         "mode": mode,
         "mode_reason": mode_reason,
+        "world_size": world_size,
         "device": str(device),
         "parameters": ens.n_parameters,
         "train_time_s": train_time,
         "members": members,
         "curves": {
             "epoch": list(range(1, n_epochs + 1)),
-            "val_auc": val_auc,
-            "loss": [[r["members"][m]["loss"] for m in range(len(ens))] for r in history],
+            f"val_{primary}": val_curve,
+            "loss": [[r["members"][m]["loss"] for m in range(n)] for r in history],
         },
         "summary": {
             "final_test": _summary(final_test),
             "best_test": _summary(best_test),
             "best_epoch": M.mean_std(best_epoch),
             "epochs_to_99": M.mean_std([m["epochs_to_99"] for m in members]),
-            "val_auc_at": {str(e): M.mean_std(val_auc[e - 1]) for e in at_epochs},
+            f"val_{primary}_at": {str(e): M.mean_std(val_curve[e - 1]) for e in at_epochs},
         },
-        "general_weight": general_weight_curve([ens.member(m) for m in range(len(ens))], test_p4, test_mask),
+        "general_weight": general_weight_curve([ens.member(m) for m in range(n)], test_p4, test_mask),
         "extrapolation": None,
+        "report": task.report(out_np, tensors.target_np[job.split.test], tensors.weight_np[job.split.test], test_data),
     }
     if job.train_pt_max is not None:
+        values = context_variable(job.cut_context, test_data, job.registry)
         results["extrapolation"] = extrapolation(
-            tensors.label_np[job.split.test],
-            final_logits.double().cpu().numpy(),
-            tensors.weight_np[job.split.test],
-            tensors.lead_pt[job.split.test],
-            job.train_pt_max,
+            task, tensors.target_np[job.split.test], out_np, tensors.weight_np[job.split.test], values, job.train_pt_max
         )
+        results["extrapolation"]["variable"] = (job.registry or get_registry()).get("context", job.cut_context).variable_label
     return M.jsonable(results)
 
 
@@ -506,33 +600,33 @@ def _final_results(job, ens, tensors, history, best_state, best_epoch, train_tim
 def general_weight_curve(
     models: Sequence[SymfwModel], p4: torch.Tensor, mask: torch.Tensor, bins: int = WEIGHT_CURVE_BINS
 ) -> dict[str, Any] | None:
-    """The learned weight of the general subnet vs leading pT (hybrid paper, Fig. 5).
+    """The learned weight of the general subnet vs the breaking variable (hybrid paper, Fig. 5).
 
-    Each model's own ``general_weight`` (its combiner's weight of its breaking context) is
-    evaluated on the events and averaged in ``bins`` leading-pT bins of equal population
-    (quantiles); a bin's pT is the mean pT of its events. The curve is the mean over models ±
-    their standard deviation. None when the models' combiner learns no weight.
+    The x-axis is the models' own breaking context's :meth:`~symfw.core.interfaces.BreakingContext.variable`
+    (leading pT for ``leading-pt``). Each model's ``general_weight`` is averaged in ``bins``
+    bins of equal population (quantiles); a bin's x is the mean of its events. The curve is the
+    mean over models ± their standard deviation. None when the models' combiner learns no weight.
     """
-    pt = (torch.hypot(p4[..., 1], p4[..., 2]) * mask).amax(1).double().cpu().numpy()
-    edges = np.unique(np.quantile(pt, np.linspace(0, 1, bins + 1)))
+    context = models[0].context
+    if context is None or models[0].general_weight(p4[:2], mask[:2]) is None:
+        return None
+    x = context.variable(p4, mask).double().cpu().numpy()
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)))
     if len(edges) < 2:
-        edges = np.array([pt.min(), pt.min() + 1e-9])
-    which = np.clip(np.searchsorted(edges, pt, side="right") - 1, 0, len(edges) - 2)
+        edges = np.array([x.min(), x.min() + 1e-9])
+    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
     bins = len(edges) - 1
-    centers = [float(pt[which == b].mean()) if (which == b).any() else math.nan for b in range(bins)]
+    centers = [float(x[which == b].mean()) if (which == b).any() else math.nan for b in range(bins)]
     per_model = []
     for model in models:
-        w = model.general_weight(p4, mask)
-        if w is None:
-            return None
-        w = w.double().cpu().numpy()
+        w = model.general_weight(p4, mask).double().cpu().numpy()
         per_model.append([float(w[which == b].mean()) if (which == b).any() else math.nan for b in range(bins)])
     arr = np.asarray(per_model)
-    counts = [int((which == b).sum()) for b in range(bins)]
     return {
+        "variable": type(context).variable_label,
         "pt_edges": edges.tolist(),
         "pt_centers": centers,
-        "n": counts,
+        "n": [int((which == b).sum()) for b in range(bins)],
         "mean": arr.mean(axis=0).tolist(),
         "std": (arr.std(axis=0, ddof=1) if len(arr) > 1 else np.zeros(bins)).tolist(),
         "per_member": arr.tolist(),
@@ -540,65 +634,49 @@ def general_weight_curve(
 
 
 def extrapolation(
-    labels: np.ndarray,
-    logits: np.ndarray,
+    task: Task,
+    target: np.ndarray,
+    outputs: np.ndarray,
     weights: np.ndarray,
-    pt: np.ndarray,
-    pt_max: float,
+    values: np.ndarray,
+    cut: float,
     bins: int = EXTRAPOLATION_BINS,
 ) -> dict[str, Any]:
-    """Test AUC and accuracy in leading-pT bins below and above the training cut ``pt_max``.
+    """The task's test metrics in bins of the breaking variable below and above the cut.
 
-    ``logits`` is (members, n). Below and above the cut, bin edges are quantiles of the test
-    events' pT (``bins`` bins each side), so every bin holds a similar number of events.
+    ``outputs`` is (members, n, ...). Below and above the cut, bin edges are quantiles of the
+    test events' values (``bins`` bins each side), so every bin holds a similar number of events.
     """
-    below, above = pt < pt_max, pt >= pt_max
+    below, above = values < cut, values >= cut
     edges: list[float] = []
     if below.any():
-        e = np.quantile(pt[below], np.linspace(0, 1, bins + 1))
-        e[-1] = pt_max
+        e = np.quantile(values[below], np.linspace(0, 1, bins + 1))
+        e[-1] = cut
         edges += e[:-1].tolist()
-    edges.append(pt_max)
+    edges.append(cut)
     if above.any():
-        e = np.quantile(pt[above], np.linspace(0, 1, bins + 1))
+        e = np.quantile(values[above], np.linspace(0, 1, bins + 1))
         e[-1] = np.nextafter(e[-1], np.inf)
         edges += e[1:].tolist()
     edges = sorted(set(edges))
-    per_member = [M.binned(labels, row, weights, pt, edges) for row in logits]
+
+    def summary(sel: np.ndarray) -> dict[str, Any]:
+        return _summary([task.metrics(row[sel], target[sel], weights[sel]) for row in outputs])
+
     out_bins = []
-    for b in range(len(edges) - 1):
-        cells = [pm[b] for pm in per_member]
-        in_bin = (pt >= edges[b]) & (pt < edges[b + 1])
-        out_bins.append(
-            {
-                "lo": edges[b],
-                "hi": edges[b + 1],
-                "pt_mean": float(pt[in_bin].mean()) if in_bin.any() else math.nan,
-                "n": cells[0]["n"],
-                "side": "below" if edges[b + 1] <= pt_max else "above",
-                "auc": M.mean_std([c["auc"] for c in cells]),
-                "accuracy": M.mean_std([c["accuracy"] for c in cells]),
-            }
-        )
-    sides = {}
-    for side, sel in (("below", below), ("above", above)):
-        if sel.any():
-            member_metrics = [M.evaluate(labels[sel], row[sel], weights[sel]) for row in logits]
-            sides[side] = {"n": int(sel.sum()), **_summary(member_metrics)}
-        else:
-            sides[side] = None
-    return {"pt_max": pt_max, "bins": out_bins, **sides}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = (values >= lo) & (values < hi)
+        out_bins.append({
+            "lo": lo, "hi": hi, "pt_mean": float(values[sel].mean()) if sel.any() else math.nan,
+            "n": int(sel.sum()), "side": "below" if hi <= cut else "above",
+            **(summary(sel) if sel.any() else {}),
+        })
+    sides = {side: {"n": int(sel.sum()), **summary(sel)} if sel.any() else None
+             for side, sel in (("below", below), ("above", above))}
+    return {"pt_max": cut, "bins": out_bins, **sides}
 
 
-# --------------------------------------------------------------------------- a whole run
-
-
-def prepare_split(data: EventData, settings: RunSettings) -> Split:
-    """The seeded split of a run, restricted below ``train_pt_max`` when set."""
-    split = make_split(data.label, settings.seed, settings.split)
-    if settings.train_pt_max is not None:
-        split = restrict_pt(split, leading_pt(data), settings.train_pt_max, data.label)
-    return split
+# --------------------------------------------------------------------------- runs
 
 
 def run_training(
@@ -613,59 +691,37 @@ def run_training(
     registry=None,
     on_epoch: EpochCallback | None = None,
     dtype: torch.dtype = torch.float32,
+    parallel=None,
 ) -> dict[str, Any]:
     """Train ``settings.seeds`` members of ``spec`` for every training fraction.
 
     With ``out``, the run directory is written (see :mod:`symfw.core.runs`) and ``resume``
     continues an interrupted run there; fractions already finished are read back. ``vectorize``
-    is ``auto`` (vmap when the model and penalties allow it), ``yes`` or ``no`` (sequential).
-    Models train in float32 unless ``dtype`` says otherwise.
+    is ``auto`` (vmap when the model and penalties allow it), ``yes`` or ``no`` (sequential);
+    ``parallel`` (a :class:`~symfw.core.distributed.DistInfo`) trains data-parallel. Models
+    train in float32 unless ``dtype`` says otherwise. This is
+    :func:`symfw.core.executors.train_runs` for one spec.
     """
-    device = resolve_device(device) if isinstance(device, str) else device
-    if vectorize not in ("auto", "yes", "no"):
-        raise UsageError(f"vectorize must be auto, yes or no, got '{vectorize}'")
-    split = prepare_split(data, settings)
-    check_data_fits(spec, data, registry)
-    data_record = {"data": data.describe(), "split": split.describe()}
-    run = RunDir(Path(out)) if out is not None else None
-    if run is not None:
-        run.start(spec, settings.record(), data_record, resume)
-    tensors = Tensors.from_data(data, device, dtype)
-    seeds = member_seeds(settings.seed, settings.seeds)
-    per_fraction = []
-    for fraction in sorted(settings.fractions):
-        directory = run.fraction(fraction) if run is not None else None
-        if directory is not None and resume and directory.done:
-            per_fraction.append(directory.results())
-            continue
-        job = EnsembleJob(
-            spec=spec,
-            split=split.with_fraction(fraction),
-            seeds=seeds,
-            device=device,
-            vectorize=vectorize,
-            train_pt_max=settings.train_pt_max,
-            registry=registry,
-            base_seed=settings.seed,
-        )
-        per_fraction.append(train_ensemble(job, tensors, directory, resume=resume, on_epoch=on_epoch))
-    results = M.jsonable(
-        {"spec": spec.name, "settings": settings.record(), **data_record, "fractions": per_fraction}
-    )
-    if run is not None:
-        run.write_results(results)
-    return results
+    from .executors import LocalExecutor, train_runs
+
+    return train_runs(
+        [spec], [out], data, settings, executor=LocalExecutor(reraise=True), resume=resume, device=device, vectorize=vectorize, registry=registry,
+        on_epoch=on_epoch, dtype=dtype, parallel=parallel,
+    )[0]
 
 
 def load_members(run_dir: str | Path, fraction: float = 1.0, best: bool = False, registry=None) -> list[SymfwModel]:
     """The trained members of a run (final, or best-validation with ``best``) as models."""
+    from .runs import RunDir
     from .spec import load_spec
 
     run = RunDir(Path(run_dir))
     spec = load_spec(run.root / "spec.toml", registry=registry)
-    ckpt = run.fraction(fraction).load_checkpoint("cpu")
-    if ckpt is None:
+    directory = run.fraction(fraction)
+    if not directory.has_checkpoint:
         raise UsageError(f"{run.root}: no checkpoint for training fraction {fraction:g}")
-    ens = Ensemble(spec, ckpt["seeds"], registry=registry)
-    state = (ckpt["best"]["params"], ckpt["best"]["buffers"]) if best else (ckpt["params"], ckpt["buffers"])
+    ckpt = Checkpoint.load(directory.checkpoint_path)
+    ens = Ensemble(spec, ckpt.seeds, registry=registry, dtype=next(iter(ckpt.params.values())).dtype)
+    ckpt.require(ens.member_shapes(), directory.checkpoint_path)
+    state = (ckpt.best_params, ckpt.best_buffers) if best else (ckpt.params, ckpt.buffers)
     return [ens.member(m, state) for m in range(len(ens))]

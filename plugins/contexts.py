@@ -15,6 +15,7 @@ class LeadingPt(BreakingContext):
     """pT of the leading (highest-pT) particle, (B, 1) — the hybrid paper's context."""
 
     name = "leading-pt"
+    variable_label = "leading-particle pT [GeV]"
 
     def __call__(self, p4, mask):
         return _masked_pt(p4, mask).amax(1, keepdim=True)
@@ -24,6 +25,7 @@ class SystemPt(BreakingContext):
     """pT of the summed four-vector of all particles, (B, 1)."""
 
     name = "system-pt"
+    variable_label = "system pT [GeV]"
 
     def __call__(self, p4, mask):
         total = (p4 * mask.unsqueeze(-1).to(p4.dtype)).sum(1)
@@ -34,6 +36,7 @@ class ParticlePt(BreakingContext):
     """pT of every particle, (B, N), zero for padding."""
 
     name = "particle-pt"
+    variable_label = "leading-particle pT [GeV]"
 
     def __call__(self, p4, mask):
         return _masked_pt(p4, mask)

@@ -49,6 +49,11 @@ def comparable(summary):
     return out
 
 
+def train_specs(specs, names, data, settings, out, **kwargs):
+    """Train every spec into ``out/<name>`` through the one orchestration."""
+    return X.train_runs(specs, [Path(out) / n for n in names], data, settings, names=names, **kwargs)
+
+
 def results_of(out, name):
     res = json.loads((Path(out) / name / "results.json").read_text())
     for f in res["fractions"]:
@@ -81,7 +86,7 @@ def test_per_seed_tasks_merge_into_exactly_the_ensemble_files(specs, data, refer
         return X.run_task(task, shared, **kw)
 
     names = [s.name for s in specs]
-    X.train_specs(specs, names, data, SETTINGS, tmp_path, executor=X.LocalExecutor(split_members=True),
+    train_specs(specs, names, data, SETTINGS, tmp_path, executor=X.LocalExecutor(split_members=True),
                   vectorize="no", task_fn=counted)
     assert len(calls) == 2 * 2 * 2  # specs × fractions × seeds
     for name in names:
@@ -112,7 +117,7 @@ def test_a_crashed_task_is_retried_from_its_checkpoint(specs, data, reference, t
 
         return X.run_task(task, shared, **{**kw, "on_epoch": on_epoch})
 
-    X.train_specs(specs[:1], ["invariant"], data, SETTINGS, tmp_path, executor=X.LocalExecutor(max_retries=1),
+    train_specs(specs[:1], ["invariant"], data, SETTINGS, tmp_path, executor=X.LocalExecutor(max_retries=1),
                   vectorize="no", task_fn=crash_once_after_epoch_1)
     # each task: epoch 1, crash; the retry continues with epoch 2 from the checkpoint
     assert attempts == {"invariant f=0.5 2 seeds": [[1], [2]], "invariant f=1 2 seeds": [[1], [2]]}
@@ -133,7 +138,7 @@ def test_a_failing_task_loses_nothing_and_resume_trains_only_what_is_missing(spe
     executor = X.LocalExecutor(max_retries=2, split_members=True)
     with pytest.raises(SymfwError, match=r"1 of 8 training tasks failed \(first: pfn f=1 seed 1: RuntimeError: out of "
                                          r"memory\); finished tasks are kept in .*rerun with --resume"):
-        X.train_specs(specs, names, data, SETTINGS, tmp_path, executor=executor, vectorize="no",
+        train_specs(specs, names, data, SETTINGS, tmp_path, executor=executor, vectorize="no",
                       task_fn=pfn_seed_1_fails)
     assert calls.count("pfn f=1 seed 1") == 3  # tried, then retried twice
     assert len(calls) == 7 + 3
@@ -161,7 +166,7 @@ def test_bad_input_in_a_task_is_not_retried(specs, data, tmp_path):
         raise UsageError("--data: not usable")
 
     with pytest.raises(SymfwError, match="2 of 2 training tasks failed .*: --data: not usable"):
-        X.train_specs(specs[:1], ["invariant"], data, SETTINGS, tmp_path, executor=X.LocalExecutor(max_retries=3),
+        train_specs(specs[:1], ["invariant"], data, SETTINGS, tmp_path, executor=X.LocalExecutor(max_retries=3),
                       task_fn=bad)
     assert len(calls) == 2
 
@@ -239,7 +244,7 @@ def test_a_killed_ray_worker_is_retried_from_the_checkpoint_and_nothing_is_lost(
     markers = tmp_path / "markers"
     markers.mkdir()
     settings = RunSettings(data="toy", seeds=2, fractions=(1.0,))
-    X.train_specs(specs[:1], ["invariant"], data, settings, tmp_path / "cmp", executor=X.RayExecutor(max_retries=1),
+    train_specs(specs[:1], ["invariant"], data, settings, tmp_path / "cmp", executor=X.RayExecutor(max_retries=1),
                   vectorize="no", task_fn=KillOnce(str(markers)))
     logs = sorted(markers.glob("*.epochs"))
     assert len(logs) == 2  # 2 seeds, each worker killed once after epoch 1
@@ -268,12 +273,12 @@ def test_a_ray_task_that_keeps_failing_is_reported_and_resume_completes(ray_loca
     ref_out, _ = reference
     with pytest.raises(SymfwError, match=r"1 of 4 training tasks failed \(first: invariant f=0.5 seed 0: "
                                          r"RuntimeError: disk full\)"):
-        X.train_specs(specs[:1], ["invariant"], data, SETTINGS, tmp_path, executor=X.RayExecutor(max_retries=1),
+        train_specs(specs[:1], ["invariant"], data, SETTINGS, tmp_path, executor=X.RayExecutor(max_retries=1),
                       vectorize="no", task_fn=FailAlways("invariant f=0.5 seed 0", str(tmp_path / "attempts")))
     assert (tmp_path / "attempts").read_text().split() == ["attempt", "attempt"]  # tried, retried once
     done = sorted(str(p.parent.relative_to(tmp_path)) for p in tmp_path.rglob("results.json"))
     assert done == ["invariant/fraction-0.5/member-1", "invariant/fraction-1",
                     "invariant/fraction-1/member-0", "invariant/fraction-1/member-1"]
-    X.train_specs(specs[:1], ["invariant"], data, SETTINGS, tmp_path, resume=True, executor=X.RayExecutor(),
+    train_specs(specs[:1], ["invariant"], data, SETTINGS, tmp_path, resume=True, executor=X.RayExecutor(),
                   vectorize="no")
     assert results_of(tmp_path, "invariant") == results_of(ref_out, "invariant")
