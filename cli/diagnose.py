@@ -206,7 +206,7 @@ def invariance(
                 text = ", ".join(f"{r} {v:.3g}×" for r, v in per_row.items())
                 out_console.print(f"{what} of {curves[0].label} over {label} (mean over θ>0): {text}")
         for entry, (_, kept) in zip(payload["claimed"], claimed):
-            out_console.print(f"{entry['label']} claims {entry['reason']}", soft_wrap=True)
+            out_console.print(f"claimed group of {entry['label']}: {entry['reason']}", soft_wrap=True)
             if kept is not None:
                 out_console.print(_table(kept, False, claimed=True))
     if out is not None and not quiet:

@@ -10,6 +10,10 @@ we record the weighted means over events of
 
 Models are evaluated in float64 and eval mode; only real particles move. For an ensemble the
 curves are averaged over members (the spread is kept as a standard deviation).
+
+Each model is measured twice: against the full group (the first model's ``spec.group``) and
+against the group it claims to keep by construction, its residual group
+(``SymfwModel.residual_group``; :func:`claimed_curves`) — where |Δf| must vanish to rounding.
 """
 
 from __future__ import annotations
@@ -50,6 +54,15 @@ class InvarianceCurves:
     def rows(self) -> list[str]:
         return list(self.dlogit)
 
+    @property
+    def max_dlogit(self) -> float:
+        """The largest mean |Δ logit| over rows and parameters."""
+        return max((max(v) for v in self.dlogit.values() if v), default=0.0)
+
+    @property
+    def max_dprob(self) -> float:
+        return max((max(v) for v in self.dprob.values() if v), default=0.0)
+
     def mean_over_parameters(self, row: str, prob: bool = False) -> float:
         """Mean over the non-zero parameters of the grid (the summary used for ratios)."""
         values = (self.dprob if prob else self.dlogit)[row]
@@ -68,6 +81,8 @@ class InvarianceCurves:
             "dprob": self.dprob,
             "dlogit_std": self.dlogit_std,
             "dprob_std": self.dprob_std,
+            "max_dlogit": self.max_dlogit,
+            "max_dprob": self.max_dprob,
             "summary": {
                 row: {"dlogit": self.mean_over_parameters(row), "dprob": self.mean_over_parameters(row, True)}
                 for row in self.rows
@@ -223,6 +238,37 @@ def summary_ratios(
     return out
 
 
+def claimed_curves(
+    models: Sequence[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]],
+    p4: torch.Tensor,
+    mask: torch.Tensor,
+    **options: Any,
+) -> InvarianceCurves | None:
+    """:func:`invariance_curves` of one model's members (SymfwModels, float64, eval mode) under
+    the group the model claims, its ``residual_group``, along all of that group's generators;
+    None when it claims nothing (the trivial group). ``options`` as for invariance_curves."""
+    group = models[0].residual_group
+    if not group.generator_names:
+        return None
+    return invariance_curves(models, group, p4, mask, **options)
+
+
+def claimed_entry(model, curves: InvarianceCurves | None) -> dict[str, Any]:
+    """The claimed group of ``model``, why, and its curves (or why there are none)."""
+    entry: dict[str, Any] = {"group": model.residual_group.name, "reason": model.residual_reason}
+    if curves is None:
+        entry["skipped"] = "claims no symmetry (trivial group)"
+    else:
+        entry.update(curves.to_dict(), group=curves.group)
+    return entry
+
+
+def claimed_plot_path(plot: str | Path) -> Path:
+    """Where the claimed-group figure goes next to the full-group one: ``invariance-claimed.png``."""
+    plot = Path(plot)
+    return plot.with_name(f"{plot.stem}-claimed{plot.suffix}")
+
+
 def invariance_summary(
     members: Sequence[Sequence[torch.nn.Module]],
     names: Sequence[str],
@@ -233,26 +279,31 @@ def invariance_summary(
     plot: Path | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """|Δf| under the first model's group for each model's members (one list per compared spec),
-    on the given events: per model its curves' summary, and the ratios of the first model's |Δ|
-    to each other's (also per unit logit spread). ``plot`` writes the figure there."""
+    """|Δf| for each model's members (one list per compared spec) on the given events, under the
+    first model's group (``models``: per model its curves' summary; the ratios of the first
+    model's |Δ| to each other's, also per unit logit spread) and under the group each model
+    claims (``claimed``: per model its residual group, why, and its curves, ``max_dlogit`` the
+    largest mean |Δ logit|, ≈ 0 when the claim holds). ``plot`` writes the full-group figure
+    there and the claimed-group one next to it (``claimed_plot``)."""
     from .metrics import jsonable
 
     group = members[0][0].group
-    if not group.generator_names:
-        return {"skipped": f"group '{group.name}' has no generators"}
-    curves = [
-        invariance_curves([m.double().eval() for m in models], group, p4, mask, weight=weight, label=name, seed=seed)
-        for name, models in zip(names, members)
-    ]
-    if plot is not None:
-        plot_invariance(curves, plot)
-    return jsonable(
-        {
-            "group": group.name,
-            "n_events": int(p4.shape[0]),
-            "models": {c.label: c.to_dict() for c in curves},
-            "ratios_dlogit": summary_ratios(curves),
-            "ratios_dlogit_over_logit_std": summary_ratios(curves, relative=True),
-        }
-    )
+    fns = [[m.double().eval() for m in models] for models in members]
+    out: dict[str, Any] = {"group": group.name, "n_events": int(p4.shape[0])}
+    if group.generator_names:
+        curves = [invariance_curves(f, group, p4, mask, weight=weight, label=name, seed=seed) for name, f in zip(names, fns)]
+        if plot is not None:
+            plot_invariance(curves, plot)
+        out.update(
+            models={c.label: c.to_dict() for c in curves},
+            ratios_dlogit=summary_ratios(curves),
+            ratios_dlogit_over_logit_std=summary_ratios(curves, relative=True),
+        )
+    else:
+        out["skipped"] = f"group '{group.name}' has no generators"
+    claimed = [claimed_curves(f, p4, mask, weight=weight, label=name, seed=seed) for name, f in zip(names, fns)]
+    out["claimed"] = {name: claimed_entry(f[0], c) for name, f, c in zip(names, fns, claimed)}
+    if plot is not None and any(c is not None for c in claimed):
+        plot_invariance([c for c in claimed if c is not None], claimed_plot_path(plot))
+        out["claimed_plot"] = str(claimed_plot_path(plot))
+    return jsonable(out)

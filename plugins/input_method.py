@@ -7,6 +7,11 @@ a ``features`` encoder sees cat(invariant map, scalars)). With the default E and
 the same information the `beam` spurions give a Lorentz-invariant network (p·e± = E ∓ pz), fed
 in directly instead of through a symmetric architecture; the two models then differ only in
 their input layer. Padded particles contribute zeros.
+
+The model then keeps only the Lorentz transformations that leave every chosen quantity
+unchanged (``InputMethod(...).keeps``, table ``KEEPS``): E is fixed by rotations, pz by the
+transformations fixing the z axis (K_x, K_y, J_z), so E and pz together leave SO(2)_z, as the
+beam spurions do.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import torch
 from pydantic import Field, field_validator
 
 from symfw.core import kinematics as k
+from symfw.core.groups import LORENTZ_NAMES, span
 from symfw.core.hookspecs import hookimpl
-from symfw.core.interfaces import InputTransform, Options, Particles
+from symfw.core.interfaces import InputTransform, Options, Particles, SymmetryGroup
 
 QUANTITIES = {
     "E": lambda p: p[..., 0],
@@ -30,6 +36,20 @@ QUANTITIES = {
     "phi": k.phi,
     "y": k.rapidity,
     "m2": k.mass2,
+}
+
+#: quantity -> the Lorentz generators that leave it unchanged (a component p_i = −p·e_i is fixed
+#: by what fixes the axis e_i; pT and φ by z-boosts; η and y only by rotations about z)
+KEEPS: dict[str, tuple[str, ...]] = {
+    "E": ("Jx", "Jy", "Jz"),
+    "px": ("Ky", "Kz", "Jx"),
+    "py": ("Kx", "Kz", "Jy"),
+    "pz": ("Kx", "Ky", "Jz"),
+    "pT": ("Kz", "Jz"),
+    "eta": ("Jz",),
+    "phi": ("Kz",),
+    "y": ("Jz",),
+    "m2": LORENTZ_NAMES,
 }
 
 
@@ -51,6 +71,11 @@ class InputMethod(InputTransform):
             if len(set(v)) != len(v):
                 raise ValueError("each quantity may appear once")
             return v
+
+    @property
+    def keeps(self) -> SymmetryGroup:
+        """The subgroup fixing every chosen quantity (E, pz: ``so2-z``)."""
+        return span([g for g in LORENTZ_NAMES if all(g in KEEPS[q] for q in self.options.quantities)])
 
     def __call__(self, particles: Particles) -> Particles:
         p4, mask = particles.p4, particles.mask.to(particles.p4.dtype)

@@ -9,7 +9,8 @@ x_jj, the mean of the diagonal and the mean of all entries: each is equivariant 
 the particles, so the latent is permutation invariant. ℓ are the label channels (spurion
 one-hots): particles and spurions enter together, told apart only by their labels. The input
 is d_ij and the labels alone, so without spurions the encoder is exactly Lorentz invariant;
-with spurions it is invariant under the subgroup fixing them. d_ij is computed in float64.
+with spurions it is invariant under the subgroup fixing them (the encoder declares
+``keeps = "lorentz"``; the spurion transform restricts it). d_ij is computed in float64.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Pelican(Encoder):
 
     name = "pelican"
     consumes = "particles"
+    keeps = "lorentz"  # a function of the d_ij and the labels: invariant in all its inputs
 
     class Options(Options):
         hidden: list[int] = Field(default_factory=lambda: [32, 32], description="Widths of the 2→2 layers.")

@@ -16,6 +16,9 @@ subgroup that fixes every spurion (its stabiliser), and may use everything else.
 No set of vector spurions leaves the longitudinal group (K_z, J_z) unbroken: K_z fixes only
 vectors in the (x, y) plane and J_z only vectors in the (t, z) plane.
 
+The transform declares that subgroup (``Spurions(...).keeps``: ``so2-z``, ``so3``, ``so12-z``), so
+an assembled model names its residual group (``SymfwModel.residual_group``).
+
 Labels: channel 0 is "particle" (1 for real particles, 0 for padding), then one channel per
 spurion. Spurions are appended inside the model, so a group action applied to the model's
 input (augmentation, SEAL penalties) never transforms them.
@@ -28,8 +31,9 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
+from symfw.core.groups import span
 from symfw.core.hookspecs import hookimpl
-from symfw.core.interfaces import InputTransform, Options, Particles
+from symfw.core.interfaces import InputTransform, Options, Particles, SymmetryGroup
 
 #: set name -> (label, four-vector (E, px, py, pz)) of each spurion it appends
 SPURIONS: dict[str, tuple[tuple[str, tuple[float, float, float, float]], ...]] = {
@@ -70,6 +74,11 @@ class Spurions(InputTransform):
             if len(set(v)) != len(v):
                 raise ValueError("each spurion set may appear once")
             return v
+
+    @property
+    def keeps(self) -> SymmetryGroup:
+        """The stabiliser of the spurions: the registered group spanned by their unbroken generators."""
+        return span(unbroken_generators(self.options.set))
 
     @property
     def labels(self) -> list[str]:
