@@ -269,8 +269,8 @@ def extrapolation_table(entries: dict[str, dict | None], metric: str = "auc") ->
         return None
     pt_max = next(iter(entries.values()))["pt_max"]
     keys = [metric] + (["accuracy"] if metric != "accuracy" and "accuracy" in (next(iter(entries.values())).get("below") or {}) else [])
-    table = Table(title=f"extrapolation: trained below {pt_max:g} GeV of the breaking variable (test events)",
-                  title_justify="left")
+    variable = next(iter(entries.values())).get("variable", "leading-particle pT [GeV]").removesuffix(" [GeV]")
+    table = Table(title=f"extrapolation: trained on {variable} < {pt_max:g} GeV (test events)", title_justify="left")
     table.add_column("spec", justify="right")
     for key in keys:
         table.add_column(f"{metric_label(key)} below", justify="right")

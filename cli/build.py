@@ -38,9 +38,19 @@ def apply_choices(
     lam: float | None = None,
     name: str | None = None,
     spurions: list[str] | None = None,
+    task: str | None = None,
+    classes: int | None = None,
+    head: str | None = None,
 ) -> dict[str, Any]:
     """Apply ``symfw build`` choices to a spec dict (``"none"`` removes a component)."""
     spec = dict(base)
+    if task:
+        spec["task"] = _ref(spec.get("task"), task)
+    if classes is not None:
+        current = dict(spec.get("task") or {"name": "multiclass"})
+        spec["task"] = {**current, "options": {**current.get("options", {}), "classes": classes}}
+    if head:
+        spec["head"] = {**spec.get("head", {}), "kind": head}
     if name:
         spec["name"] = name
     if group:
@@ -114,7 +124,9 @@ def summary_table(spec: Spec, model=None) -> Table:
         "general": sub(spec.general),
         "invariant": sub(spec.invariant),
         "combiner": f"{spec.combiner.name}({spec.context.name if spec.context else ''})" if spec.combiner else "",
-        "head": "MLP " + (";".join(map(str, spec.head.hidden)) or "linear") + " → 1",
+        "head": ("Σ w_i p_i, w: MLP " if spec.head.kind == "four-vector" else "MLP ")
+        + (";".join(map(str, spec.head.hidden)) or "linear")
+        + f" → {4 if spec.head.kind == 'four-vector' else model.out_features} (task {spec.task.name})",
     }
     for part, desc in rows.items():
         if part in params:
@@ -142,6 +154,13 @@ def build(
     spurions: Annotated[
         str | None, typer.Option("--spurions", help="Spurion sets, comma-separated (beam, time, beam-axis), or 'none'.")
     ] = None,
+    task: Annotated[
+        str | None, typer.Option("--task", help="What the model learns: binary (default), multiclass, regression.")
+    ] = None,
+    classes: Annotated[int | None, typer.Option("--classes", help="Number of classes of the multiclass task.")] = None,
+    head: Annotated[
+        str | None, typer.Option("--head", help="mlp, or four-vector (equivariant Σ w_i p_i; regression of 4 targets).")
+    ] = None,
     name: Annotated[str | None, typer.Option(help="Name of the spec.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the spec here instead of stdout.")] = None,
     registry: RegistryOpt = None,
@@ -150,6 +169,8 @@ def build(
     """Write a complete model spec (every default filled in) and summarise the model on stderr.
 
     Example: symfw build --group lorentz --combiner weighted-pt --out spec.toml
+    Regression: symfw build --preset pfn --task regression --out r.toml
+    Equivariant four-momentum: symfw build --preset invariant --task regression --head four-vector
     """
     reg = registry_with(registry)
     base = reg.preset(preset)
@@ -166,6 +187,9 @@ def build(
         lam=lam,
         name=name,
         spurions=[x.strip() for x in spurions.split(",") if x.strip()] if spurions else None,
+        task=task,
+        classes=classes,
+        head=head,
     )
     spec = resolve_spec(data, origin="build", registry=reg)
     check_penalties(spec, reg)

@@ -311,7 +311,7 @@ def augmenter(spec: Spec, registry=None) -> Callable[[Batch], Batch] | None:
     def apply(batch: Batch) -> Batch:
         shape = batch.p4.shape
         p4, mask = batch.p4.reshape(-1, *shape[-2:]), batch.mask.reshape(-1, shape[-2])
-        elements = random_elements(group, p4.shape[0], rapidity=aug.rapidity, angle=aug.angle,
+        elements = random_elements(group, p4.shape[0], rapidity=(0.0, aug.rapidity), angle=(0.0, aug.angle),
                                    dtype=torch.float64, device=p4.device)
         moved = act(elements, p4.to(torch.float64), mask).to(p4.dtype).reshape(shape)
         return Batch(moved, batch.mask, batch.label, batch.weight)

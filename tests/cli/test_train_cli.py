@@ -119,7 +119,7 @@ def test_compare_on_identical_splits_writes_table_json_and_plots(runner, cli, to
     assert {p.name for p in out.glob("*.png")} == {
         "auc_vs_epoch.png", "auc_vs_fraction.png", "general_weight_vs_pt.png", "extrapolation.png"
     }
-    assert "extrapolation: trained on leading pT < 60 GeV" in result.stdout
+    assert "extrapolation: trained on leading-particle pT < 60 GeV" in result.stdout
     assert "differences (paired by seed" in result.stdout
 
 

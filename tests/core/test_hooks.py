@@ -163,3 +163,42 @@ def test_hook_register_datasets(monkeypatch):
 
     data = resolve_data("tiny", seed=3, registry=reg)
     assert len(data) == 4 and data.label.sum() == 2
+
+
+def test_hook_register_tasks(monkeypatch):
+    import numpy as np
+
+    from symfw.core.training import RunSettings, run_training
+
+    class Hinge(I.Task):
+        """Binary labels, hinge loss on one output; accuracy is the primary metric."""
+
+        name = "hinge"
+        primary = "accuracy"
+        direction = "max"
+        columns = (("accuracy", "acc"),)
+
+        def out_features(self):
+            return 1
+
+        def targets(self, data):
+            return 2.0 * data.label - 1.0
+
+        def loss(self, output, target, weight):
+            return (torch.relu(1 - output * target) * weight).sum(-1) / weight.sum(-1)
+
+        def metrics(self, output, target, weight):
+            loss = float(self.loss(torch.as_tensor(output), torch.as_tensor(target), torch.as_tensor(weight)))
+            return {"accuracy": float((weight * (np.sign(output) == target)).sum() / weight.sum()), "loss": loss}
+
+    reg = registry_with("register_tasks", Hinge, monkeypatch)
+    from toy_events import toy_events
+
+    spec = symfw.load_spec("invariant", registry=reg).model_copy(update={"task": {"name": "hinge"}})
+    spec = symfw.core.spec.resolve_spec(spec.model_dump(), registry=reg)
+    spec = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 2, "batch_size": 64})})
+    res = run_training(spec, toy_events(300), RunSettings(data="toy"), registry=reg)["fractions"][0]
+    assert res["task"] == "hinge" and res["primary"] == "accuracy"
+    assert len(res["curves"]["val_accuracy"]) == 2
+    best = res["members"][0]["best"]
+    assert best["val"]["accuracy"] == max(row[0] for row in res["curves"]["val_accuracy"])
