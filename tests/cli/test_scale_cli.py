@@ -56,6 +56,27 @@ def test_train_ddp_2_spawns_two_ranks_and_prints_rank_0_results(runner, cli, toy
     assert json.loads(again.stdout) == results
 
 
+def test_compare_ddp_2_trains_every_spec_data_parallel_like_one_process(runner, cli, toy_file, small_spec, tmp_path):
+    from symfw.core.compare import run_compare
+    from symfw.core.data import load_events
+    from symfw.core.training import RunSettings, with_training_overrides
+
+    out = tmp_path / "cmp"
+    args = ["compare", str(small_spec), "invariant", "--data", str(toy_file), "--epochs", "2", "--seeds", "2",
+            "--batch-size", "64", "--device", "cpu", "--threads", "1", "--out", str(out), "--quiet"]
+    result = runner.invoke(cli, args + ["--ddp", "2"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "compare.json").read_text())
+    assert [r["mode"] for r in summary["rows"]] == ["ddp", "ddp"]
+    assert "small-pfn" in result.stdout and (out / "auc_vs_epoch.png").is_file()
+    # the same comparison in one process agrees (float32 sums in another order: to rounding)
+    specs = [with_training_overrides(symfw.load_spec(s), epochs=2, batch_size=64) for s in (small_spec, "invariant")]
+    one = run_compare(specs, load_events(toy_file), RunSettings(data=str(toy_file), seeds=2), tmp_path / "one",
+                      vectorize="no", plots=False)
+    for a, b in zip(summary["rows"], one["rows"]):
+        assert a["final_test_auc"]["mean"] == pytest.approx(b["final_test_auc"]["mean"], abs=0.03)
+
+
 def test_under_torchrun_the_command_trains_data_parallel(runner, cli, toy_file, small_spec, tmp_path, torchrun_env):
     out = tmp_path / "run"
     result = runner.invoke(cli, train_args(small_spec, toy_file, out, "--quiet", "--json"))

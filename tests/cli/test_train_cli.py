@@ -191,3 +191,25 @@ def test_data_with_more_particles_than_a_fixed_size_spec_is_one_line_and_writes_
     result = runner.invoke(cli, ["compare", "pfn", "invariant", "--data", str(path), "--epochs", "1", "--out", str(cmp_out)])
     one_line_exit_2(result, "Error: spec 'invariant' (n_particles = 2) cannot take")
     assert not cmp_out.exists()
+
+
+def test_regression_from_build_to_train_and_compare(runner, cli, tmp_path):
+    spec = tmp_path / "r.toml"
+    built = runner.invoke(cli, ["build", "--preset", "pfn", "--task", "regression", "--out", str(spec), "-q"])
+    assert built.exit_code == 0, built.output
+    assert symfw.load_spec(spec).task.name == "regression"
+    common = ["--data", "zmumu", "--events", "1500", "--epochs", "2", "--device", "cpu", "--threads", "1"]
+    result = runner.invoke(cli, ["train", str(spec), *common, "--seeds", "2", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    for header in ("final test loss", "ΔpT/pT", "Δm/m", "ΔR", "ΔΨ"):
+        assert header in result.stdout, header
+    assert (tmp_path / "r" / "resolution_vs_pt.png").is_file() and (tmp_path / "r" / "loss_vs_epoch.png").is_file()
+    cmp = runner.invoke(cli, ["compare", str(spec), "invariant-four-vector", *common, "--seeds", "2",
+                              "--out", str(tmp_path / "cmp")])
+    assert cmp.exit_code == 0, cmp.output
+    assert "final test loss" in cmp.stdout and "Δ final test loss" in cmp.stdout
+    summary = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert summary["task"] == "regression" and summary["primary"] == "loss"
+    assert {"resolution_vs_pt.png", "loss_vs_epoch.png"} <= {p.name for p in (tmp_path / "cmp").glob("*.png")}
+    mixed = runner.invoke(cli, ["compare", str(spec), "pfn", *common, "--out", str(tmp_path / "mixed")])
+    assert mixed.exit_code == 2 and "compare needs specs of one task, got binary, regression" in mixed.stderr
