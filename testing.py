@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from .core.errors import InvarianceError
-from .core.interfaces import BreakingContext, Combiner, Encoder, InvariantMap, Particles, SymmetryGroup
+from .core.groups import resolve_group
+from .core.interfaces import BreakingContext, Combiner, Encoder, InputTransform, InvariantMap, Particles, SymmetryGroup
 from .core.invariance import TOLERANCES, assert_invariant, assert_not_invariant, invariance_deviation
-from .core.kinematics import metric
+from .core.kinematics import metric, pairwise_mdot
 
 __all__ = [
     "InvarianceError",
@@ -31,6 +32,7 @@ __all__ = [
     "check_context",
     "check_encoder",
     "check_group",
+    "check_input_transform",
     "check_invariant_map",
     "invariance_deviation",
     "random_events",
@@ -190,6 +192,38 @@ def check_encoder(
     missing = [n for n, p in enc.named_parameters() if p.grad is None]
     assert not missing, f"parameters without gradient: {missing}"
     return {"parameters": sum(p.numel() for p in enc.parameters())}
+
+
+def check_input_transform(
+    transform: InputTransform | type[InputTransform], options: dict[str, Any] | None = None, n_particles: int = 3
+) -> dict[str, Any]:
+    """The transform keeps what it declares, and its shapes depend only on the input's.
+
+    ``keeps`` is checked the way a model uses it: a Lorentz-invariant function of everything the
+    transform hands on — the Minkowski products of its p4 (spurions included), its channels and
+    its scalars — must, as a function of the original particles, be invariant (float64) under
+    random elements of the declared group.
+    """
+    t = _instance(transform, options) if isinstance(transform, type) else transform
+    keeps = resolve_group(t.keeps)
+    p4 = random_events(64, n_particles, mass=0.105)
+    mask = torch.ones(64, n_particles, dtype=torch.bool)
+    mask[::3, -1] = False
+    p4 = p4 * mask.unsqueeze(-1)
+    out = t(Particles.from_p4(p4, mask))
+    assert out.p4.shape[0] == 64 and out.p4.shape[-1] == 4, f"p4 must stay (B, N', 4), got {tuple(out.p4.shape)}"
+    assert out.mask.shape == out.p4.shape[:2] and out.channels.shape[:2] == out.p4.shape[:2], "mask/channels must match p4"
+    assert out.scalars.shape[0] == 64, f"scalars must be (B, S), got {tuple(out.scalars.shape)}"
+    again = t(Particles.from_p4(p4, mask))
+    assert torch.equal(again.p4, out.p4) and torch.equal(again.scalars, out.scalars), "transform is not deterministic"
+
+    def seen(x, m):
+        after = t(Particles.from_p4(x, m))
+        pair = after.mask[:, :, None] & after.mask[:, None, :]
+        return torch.cat([(pairwise_mdot(after.p4) * pair).flatten(1), after.channels.flatten(1), after.scalars], -1)
+
+    worst = assert_invariant(seen, keeps, p4, mask, rng=torch.Generator().manual_seed(0))
+    return {"keeps": keeps.name, "deviation": worst}
 
 
 #: re-exported so authors can pick the same tolerances

@@ -246,9 +246,10 @@ def claimed_curves(
 ) -> InvarianceCurves | None:
     """:func:`invariance_curves` of one model's members (SymfwModels, float64, eval mode) under
     the group the model claims, its ``residual_group``, along all of that group's generators;
-    None when it claims nothing (the trivial group). ``options`` as for invariance_curves."""
+    None when it claims nothing (the trivial group) or its output is not claimed invariant (a
+    four-vector head is equivariant). ``options`` as for invariance_curves."""
     group = models[0].residual_group
-    if not group.generator_names:
+    if not group.generator_names or models[0].output_transforms != "invariant":
         return None
     return invariance_curves(models, group, p4, mask, **options)
 
@@ -256,7 +257,9 @@ def claimed_curves(
 def claimed_entry(model, curves: InvarianceCurves | None) -> dict[str, Any]:
     """The claimed group of ``model``, why, and its curves (or why there are none)."""
     entry: dict[str, Any] = {"group": model.residual_group.name, "reason": model.residual_reason}
-    if curves is None:
+    if curves is None and model.output_transforms != "invariant":
+        entry["skipped"] = f"{model.output_transforms} output: equivariant, not an invariance to measure by |Δf|"
+    elif curves is None:
         entry["skipped"] = "claims no symmetry (trivial group)"
     else:
         entry.update(curves.to_dict(), group=curves.group)

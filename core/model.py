@@ -220,12 +220,19 @@ class SymfwModel(nn.Module):
 
     @property
     def residual_group(self):
-        """The :class:`~symfw.core.interfaces.SymmetryGroup` the model is invariant under by
-        construction: the intersection of what its parts keep (:meth:`kept_groups`), named as a
-        registered group (e.g. ``so2-z``) when one has that algebra."""
+        """The :class:`~symfw.core.interfaces.SymmetryGroup` the model keeps by construction: the
+        intersection of what its parts keep (:meth:`kept_groups`), named as a registered group
+        (e.g. ``so2-z``) when one has that algebra. The output is invariant under it, or — with
+        the four-vector head (:attr:`output_transforms`) — equivariant: f(Λx) = Λ·f(x)."""
         from .groups import intersect
 
         return intersect([group for _, group in self.kept_groups()])
+
+    @property
+    def output_transforms(self) -> str:
+        """How the output transforms under :attr:`residual_group`: ``"invariant"``, or
+        ``"four-vector"`` for PELICAN's equivariant head."""
+        return "four-vector" if isinstance(self.head, FourVectorHead) else "invariant"
 
     @property
     def residual_reason(self) -> str:
@@ -233,7 +240,8 @@ class SymfwModel(nn.Module):
         from .groups import resolve_group
 
         terms = " ∩ ".join(f"{resolve_group(group).name} ({part})" for part, group in self.kept_groups())
-        return f"{self.residual_group.name} = {terms}"
+        output = "; the output is a four-vector: f(Λx) = Λ·f(x)" if self.output_transforms == "four-vector" else ""
+        return f"{self.residual_group.name} = {terms}{output}"
 
 
 def build_model(spec: Spec, registry: Registry | None = None) -> SymfwModel:

@@ -5,7 +5,7 @@ import torch
 
 import symfw
 from symfw.core.interfaces import Combiner, InvariantMap, MatrixLieGroup, lorentz_generator
-from symfw.testing import check_combiner, check_encoder, check_group, check_invariant_map
+from symfw.testing import check_combiner, check_encoder, check_group, check_input_transform, check_invariant_map
 
 
 def builtin(kind, name):
@@ -91,3 +91,33 @@ def test_check_combiner_catches_a_combiner_that_drops_a_subnet():
 
     with pytest.raises(AssertionError, match="no gradient reaches the invariant latent"):
         check_combiner(GeneralOnly)
+
+
+@pytest.mark.parametrize(
+    "name, options, keeps",
+    [
+        ("spurions", {"set": ["beam"]}, "so2-z"),
+        ("spurions", {"set": ["time"]}, "so3"),
+        ("spurions", {"set": ["beam-axis"]}, "so12-z"),
+        ("input", {"quantities": ["E", "pz"]}, "so2-z"),
+        ("input", {"quantities": ["pT", "m2"]}, "longitudinal"),
+    ],
+)
+def test_builtin_input_transforms_keep_what_they_declare(name, options, keeps):
+    assert check_input_transform(builtin("inputs", name), options)["keeps"] == keeps
+
+
+def test_check_input_transform_catches_an_overclaiming_transform():
+    from symfw.core.interfaces import InputTransform
+
+    class PzClaimsRotations(InputTransform):
+        """Appends pz but claims all rotations."""
+
+        name = "pz-liar"
+        keeps = "so3"
+
+        def __call__(self, particles):
+            return particles.replace(scalars=particles.p4[..., 3])
+
+    with pytest.raises(AssertionError, match="not invariant under so3"):
+        check_input_transform(PzClaimsRotations)

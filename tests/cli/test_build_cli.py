@@ -40,6 +40,23 @@ def test_printed_counts_are_the_papers_and_the_models(runner, cli, preset):
 
 
 @pytest.mark.parametrize(
+    "args, group, reason",
+    [
+        (["--preset", "pelican-spurions"], "so2-z", "lorentz (invariant subnet pelican) ∩ so2-z (input transform spurions)"),
+        (["--preset", "invariant", "--spurions", "beam-axis"], "so12-z", "so12-z (input transform spurions)"),
+        (["--preset", "hybrid"], "trivial", "trivial (general subnet pfn) ∩ lorentz (invariant subnet minkowski → mlp)"),
+        (["--preset", "invariant", "--group", "so3"], "so3", "so3 (the spec's group) ∩ lorentz (invariant subnet minkowski → mlp)"),
+    ],
+)
+def test_build_prints_the_residual_group_and_why(runner, cli, args, group, reason):
+    result = runner.invoke(cli, ["build", *args])
+    assert result.exit_code == 0, result.output
+    assert f"residual group {group}" in result.stderr  # the summary table's "keeps" row
+    line = [x for x in result.stderr.splitlines() if x.startswith("residual group: ")][0]
+    assert line.startswith(f"residual group: {group} = ") and reason in line
+
+
+@pytest.mark.parametrize(
     "args, message",
     [
         (["build", "--combiner", "weigted-pt"], "Error: build: combiner.name: unknown combiner 'weigted-pt'; known: concat, sum, weighted-pt"),

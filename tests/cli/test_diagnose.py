@@ -32,6 +32,23 @@ def test_specs_are_compared_on_the_same_events(runner, cli, data_file, tmp_path)
     assert (out / "invariance.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_each_model_is_also_measured_against_the_group_it_claims(runner, cli, data_file, tmp_path):
+    out = tmp_path / "diag"
+    result = runner.invoke(cli, ["diagnose", "invariance", "pfn", "pelican-spurions", "--data", str(data_file),
+                                 "--events", "80", "--rapidities", "0,1", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "claimed group of pelican-spurions (untrained): so2-z = lorentz (the spec's group)" in result.stdout
+    assert "pelican-spurions (untrained): mean |Δ logit| under exp(±θT) of its claimed group so2-z" in result.stdout
+    assert "claimed group of pfn (untrained): trivial = " in result.stdout
+    payload = json.loads((out / "invariance.json").read_text())
+    pfn, pelican = payload["claimed"]
+    assert pfn["label"] == "pfn (untrained)" and pfn["skipped"].startswith("claims no symmetry")
+    assert pelican["group"] == "so2-z" and list(pelican["dlogit"]) == ["Jz"]
+    assert pelican["max_dlogit"] < 1e-12 * max(1.0, pelican["logit_std"])
+    assert payload["models"][1]["summary"]["Kx"]["dlogit"] > 1e-4  # and not under the full Lorentz group
+    assert (out / "invariance-claimed.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_json_output_and_a_generator_subset(runner, cli, data_file):
     result = runner.invoke(cli, ["diagnose", "invariance", "pfn", "--data", str(data_file), "--events", "50",
                                  "--generators", "Kz,Jz", "--rapidities", "1", "--json", "--quiet"])

@@ -98,3 +98,38 @@ def test_the_figure_is_a_png(tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     assert np.isfinite(curves[1].mean_over_parameters("Kx"))
+
+
+@pytest.mark.parametrize("preset", ["invariant-spurions", "pelican-spurions"])
+def test_a_spurion_model_holds_its_claimed_group_to_float64_precision_and_not_the_full_one(preset, tmp_path):
+    from symfw.core.diagnostics import invariance_summary
+
+    torch.manual_seed(0)
+    spurion_model, pfn = (symfw.build_model(symfw.load_spec(name)) for name in (preset, "pfn"))
+    p4 = random_events(200, 2, seed=7, mass=0.105)
+    mask = torch.ones(200, 2, dtype=torch.bool)
+    out = invariance_summary([[pfn], [spurion_model]], ["pfn", preset], p4, mask, plot=tmp_path / "invariance.png")
+    assert out["group"] == "lorentz"
+    claimed = out["claimed"][preset]
+    assert claimed["group"] == "so2-z" and list(claimed["dlogit"]) == ["Jz"]
+    assert claimed["reason"] == spurion_model.residual_reason and "so2-z (input transform spurions)" in claimed["reason"]
+    scale = claimed["logit_std"]
+    assert claimed["max_dlogit"] < 1e-12 * max(scale, 1.0)  # exact under SO(2)_z
+    full = out["models"][preset]["summary"]
+    assert min(full[g]["dlogit"] for g in ("Kx", "Ky", "Kz", "Jx", "Jy")) > 1e-4 * scale  # not under the Lorentz group
+    assert full["Jz"]["dlogit"] < 1e-12 * max(scale, 1.0)
+    assert out["claimed"]["pfn"] == {"group": "trivial", "reason": pfn.residual_reason,
+                                     "skipped": "claims no symmetry (trivial group)"}
+    assert (tmp_path / "invariance-claimed.png").read_bytes()[:4] == b"\x89PNG"
+    assert out["claimed_plot"] == str(tmp_path / "invariance-claimed.png")
+
+
+def test_an_equivariant_four_vector_output_is_not_measured_as_an_invariance():
+    from symfw.core.diagnostics import claimed_curves, claimed_entry
+
+    model = symfw.build_model(symfw.load_spec("invariant-four-vector")).double().eval()
+    p4, mask = random_events(20, 2), torch.ones(20, 2, dtype=torch.bool)
+    assert model.residual_group.name == "lorentz" and model.output_transforms == "four-vector"
+    assert model.residual_reason.endswith("the output is a four-vector: f(Λx) = Λ·f(x)")
+    assert claimed_curves([model], p4, mask) is None
+    assert claimed_entry(model, None)["skipped"].startswith("four-vector output: equivariant")

@@ -250,3 +250,66 @@ def test_stabiliser_groups_fix_their_vector(name, fixed):
     lam = random_elements(name, 100, rapidity=(0.5, 2.0), rng=torch.Generator().manual_seed(14))
     torch.testing.assert_close(lam @ v, v.expand(100, 4), rtol=0, atol=1e-12)
     assert (lam - torch.eye(4, dtype=torch.float64)).abs().amax() > 0.1
+
+
+# --------------------------------------------------------------------------- kept symmetries: intersections
+
+
+from symfw.core.groups import Subgroup, intersect, span  # noqa: E402
+from symfw.core.interfaces import SymmetryGroup, lorentz_generator  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "groups, expected",
+    [
+        (["lorentz", "longitudinal"], "longitudinal"),
+        (["so3", "so12-z"], "so2-z"),  # rotations ∩ what fixes the z axis
+        (["longitudinal", "so3"], "so2-z"),
+        (["boost-z", "so3"], "trivial"),
+        (["lorentz"], "lorentz"),
+        (["so12-z", "longitudinal"], "so2-z"),
+    ],
+)
+def test_intersections_are_named_registered_groups(groups, expected):
+    assert intersect(groups).name == expected
+
+
+def test_intersect_keeps_the_given_instance_and_span_names_its_algebra():
+    mine = group("lorentz", max_rapidity=3.0)
+    assert intersect([mine, "lorentz"]) is mine  # the spec's own options survive
+    assert span(["Jz"]).name == "so2-z" and span([]).name == "trivial"
+    assert span(["Jz", "Kx", "Ky"]).name == "so12-z"  # order does not matter
+    with pytest.raises(symfw.UsageError, match="unknown Lorentz generator 'Kw'"):
+        span(["Kw"])
+    with pytest.raises(symfw.UsageError, match="unknown group 'nope'"):
+        intersect(["nope", "lorentz"])
+
+
+def test_an_unregistered_intersection_is_a_subgroup_fixing_its_vector():
+    # what leaves px unchanged: the stabiliser of the x axis, SO⁺(1,2) of (t, y, z)
+    sub = span(["Ky", "Kz", "Jx"])
+    assert isinstance(sub, Subgroup) and sub.name == "subgroup(Ky, Kz, Jx)"
+    assert sub.generator_names == ("Ky", "Kz", "Jx")
+    x = torch.tensor([0.0, 1, 0, 0], dtype=torch.float64)
+    lam = random_elements(sub, 50, rng=torch.Generator().manual_seed(15))
+    torch.testing.assert_close(lam @ x, x.expand(50, 4), rtol=0, atol=1e-12)
+    assert intersect([sub, "lorentz"]).name == sub.name
+
+
+class NullRotations(SymmetryGroup):
+    """A third-party group: the little group of the beam direction (1, 0, 0, 1)."""
+
+    name = "null-rotations"
+    generator_names = ("Jz", "Nx", "Ny")
+
+    def generators(self, dtype=torch.float64, device=None):
+        k = {a: lorentz_generator(f"K{a}", dtype, device) for a in "xy"}
+        j = {a: lorentz_generator(f"J{a}", dtype, device) for a in "xyz"}
+        return torch.stack([j["z"], k["x"] - j["y"], k["y"] + j["x"]])
+
+
+def test_intersections_work_for_any_generators():
+    little = NullRotations()
+    assert intersect([little, "so3"]).name == "so2-z"  # only J_z is a rotation among them
+    assert intersect([little, "lorentz"]) is little
+    assert intersect([little, "so12-z"]).name == "so2-z"  # N_x, N_y involve J_y, J_x

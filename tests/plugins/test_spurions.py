@@ -214,3 +214,95 @@ def test_pelican_tells_the_spurions_apart_by_their_labels():
     torch.manual_seed(0)
     plain = symfw.build_model(symfw.load_spec("pelican")).double().eval()
     torch.testing.assert_close(plain(p4 @ flip), plain(p4))
+
+
+# --------------------------------------------------------------------------- declared residual groups
+
+from symfw.core.groups import act  # noqa: E402
+from symfw.core.invariance import invariance_deviation  # noqa: E402
+from symfw.plugins.input_method import KEEPS  # noqa: E402
+
+#: what the physics says each built-in preset keeps exactly
+PRESET_RESIDUAL = {
+    "pfn": "trivial",  # a PFN on raw four-vectors
+    "pfn-seal-group": "trivial",  # a penalty encourages, it does not enforce
+    "pfn-seal-infinitesimal": "trivial",
+    "hybrid": "trivial",  # the PFN subnet breaks everything
+    "hybrid-large": "trivial",
+    "hybrid-concat-weighted": "trivial",
+    "hybrid-concat-weight-input": "trivial",
+    "hybrid-concat-context-input": "trivial",
+    "invariant": "lorentz",  # Minkowski products
+    "pelican": "lorentz",  # d_ij
+    "longitudinal-invariant": "longitudinal",  # pT, m², Δy, Δφ
+    "invariant-spurions": "so2-z",  # e± fix t and z
+    "pelican-spurions": "so2-z",
+    "invariant-input": "so2-z",  # E and pz are unchanged only by rotations about z
+    "invariant-four-vector": "lorentz",  # invariant weights w_i: the output p = Σ w_i p_i is equivariant
+}
+
+
+def test_every_builtin_preset_declares_the_residual_group_the_physics_says():
+    from symfw.core.registry import BUILTIN_SOURCE, load_registry
+
+    reg = load_registry()  # fresh: other tests add presets to the process-wide registry
+    presets = {name for name, source in reg.preset_sources.items() if source == BUILTIN_SOURCE}
+    assert presets == set(PRESET_RESIDUAL), f"state the residual group of {presets ^ set(PRESET_RESIDUAL)} here"
+    for name, expected in PRESET_RESIDUAL.items():
+        model = symfw.build_model(symfw.load_spec(name, registry=reg), reg)
+        assert model.residual_group.name == expected, (name, model.residual_reason)
+        assert model.residual_reason.startswith(f"{expected} = ")
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_RESIDUAL))
+def test_each_preset_is_invariant_along_exactly_its_declared_generators(preset):
+    torch.manual_seed(0)
+    model = symfw.build_model(symfw.load_spec(preset)).double().eval()
+    kept = model.residual_group.generator_names
+    p4 = random_events(64, 2, seed=4, mass=0.105)
+    mask = torch.ones(64, 2, dtype=torch.bool)
+    lorentz = Lorentz(Lorentz.Options(max_rapidity=1.0))
+    for name in LORENTZ_NAMES:
+        if model.output_transforms == "four-vector":  # compare f(Λx) with Λ·f(x)
+            lam = lorentz.sample(64, generator=name, rng=torch.Generator().manual_seed(1))
+            moved, ref = model(act(lam, p4, mask), mask), act(lam, model(p4, mask)[:, None])[:, 0]
+            worst = float(((moved - ref).abs().amax(1) / ref.abs().max()).max())
+        else:
+            worst = float(invariance_deviation(model, lorentz, p4, mask, generator=name,
+                                               rng=torch.Generator().manual_seed(1)).max())
+        if name in kept:
+            assert worst < 1e-9, (preset, name, worst)  # float64 rounding: 1e-15-1e-12 measured
+        else:
+            assert worst > 1e-8, (preset, name, worst)  # the claim is not smaller than the truth (2e-7 and up)
+
+
+@pytest.mark.parametrize("spurion_set", SETS, ids=lambda s: "+".join(s))
+def test_spurions_declare_the_registered_stabiliser(spurion_set):
+    expected = {("beam",): "so2-z", ("time",): "so3", ("beam-axis",): "so12-z"}.get(tuple(spurion_set), "so2-z")
+    keeps = spurions(*spurion_set).keeps
+    assert keeps.name == expected and set(keeps.generator_names) == set(unbroken_generators(spurion_set))
+    assert model_with(spurion_set).residual_group.name == expected
+
+
+@pytest.mark.parametrize("quantity", sorted(KEEPS))
+def test_the_input_method_keeps_exactly_what_leaves_its_quantity_unchanged(quantity):
+    from symfw.plugins.input_method import QUANTITIES
+
+    p4 = random_events(32, 2, seed=6, mass=3.0)
+    for name in LORENTZ_NAMES:
+        lam = torch.linalg.matrix_exp(0.3 * lorentz_generator(name))
+        change = (QUANTITIES[quantity](p4 @ lam.T) - QUANTITIES[quantity](p4)).abs().max()
+        if name in KEEPS[quantity]:
+            assert change < 1e-10, (quantity, name)
+        else:
+            assert change > 1e-3, (quantity, name)
+
+
+def test_the_input_method_declares_the_intersection_of_its_quantities():
+    def keeps(*quantities):
+        return InputMethod(InputMethod.Options(quantities=list(quantities))).keeps.name
+
+    assert keeps("E", "pz") == "so2-z"
+    assert keeps("E") == "so3" and keeps("pz") == "so12-z" and keeps("pT") == "longitudinal"
+    assert keeps("m2") == "lorentz" and keeps("phi") == "boost-z" and keeps("E", "phi") == "trivial"
+    assert keeps("px") == "subgroup(Ky, Kz, Jx)"  # no registered group fixes the x axis
