@@ -53,8 +53,8 @@ from torch import nn
 
 from .errors import SymfwError, UsageError
 from .interfaces import Batch
-from .nn import BatchNorm1d, MaskedBatchNorm, shared_batch_statistics
-from .training import Stepper, batches
+from .nn import BatchNorm1d, MaskedBatchNorm
+from .training import Stepper, batches, resolve_device
 
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 MODE = "ddp"
@@ -97,23 +97,16 @@ def init_process_group(device: str | torch.device = "auto", timeout_s: float = 1
     available). Joins an already initialised group instead of creating one.
     """
     rank, world, local = _env_int("RANK"), _env_int("WORLD_SIZE"), _env_int("LOCAL_RANK")
-    name = str(device).strip().lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cpu":
-        dev, backend = torch.device("cpu"), "gloo"
-    elif name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available on this machine (use cpu or auto)")
+    dev = resolve_device(str(device))
+    if dev.type == "cuda":
         if local >= torch.cuda.device_count():
             raise UsageError(
                 f"local rank {local} has no GPU: {torch.cuda.device_count()} CUDA device(s) on this node; "
                 "start at most that many processes per node"
             )
-        dev, backend = torch.device("cuda", local), "nccl"
+        dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
-    else:
-        raise UsageError(f"--device must be cpu, cuda or auto, got '{device}'")
+    backend = "nccl" if dev.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=timeout_s))
     return DistInfo(dist.get_rank(), dist.get_world_size(), local, backend, dev)
@@ -145,16 +138,6 @@ def end_process(code: int = 0) -> NoReturn:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def current() -> DistInfo:
-    """The process group this process belongs to (it must be initialised)."""
-    if not dist.is_initialized():
-        raise UsageError("no process group: call symfw.core.distributed.init_process_group() first (or use torchrun)")
-    backend = dist.get_backend()
-    local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
-    dev = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local, backend, dev)
 
 
 def broadcast(obj: Any, info: DistInfo) -> Any:
@@ -339,25 +322,16 @@ class DataParallelStepper(Stepper):
     def step(self, batch: Batch, terms) -> tuple[torch.Tensor, torch.Tensor]:
         ens, world = self.ens, self.info.world_size
         lo, hi = shard(batch.p4.shape[1], self.info)
+        terms = [t for t in terms if t.lam != 0]
         losses, penalties = [], []
         for m in range(len(ens)):
-            params, buffers = ens._slice(m)
-            w_batch = batch.weight[m].sum().clamp_min(1e-30)
-            mine = Batch(batch.p4[m, lo:hi], batch.mask[m, lo:hi], batch.label[m, lo:hi], batch.weight[m, lo:hi])
-            share = {True: mine.weight.sum() / w_batch, False: (hi - lo) / batch.p4.shape[1]}
-            with shared_batch_statistics(ens.base) as shared:
-                out = ens._call(params, buffers, mine.p4, mine.mask)
-                loss = ens.task.loss(out, mine.label, mine.weight) * share[True]
-                penalty = torch.zeros((), dtype=loss.dtype, device=loss.device)
-                if terms:
-                    fn = ens.penalty_fn(params, buffers, shared)
-                    given = Batch(mine.p4, mine.mask, mine.label, mine.weight, out if shared.exact else None)
-                    for term in terms:
-                        if term.lam != 0:
-                            penalty = penalty + term.lam * share[term.penalty.weighted] * term.penalty(fn, given)
-            ((loss + penalty) * world).backward()
-            losses.append(loss.detach())
-            penalties.append(penalty.detach())
+            w = batch.weight[m]
+            shares = (w[lo:hi].sum() / w.sum().clamp_min(1e-30), (hi - lo) / w.shape[0])
+            total, loss, penalty = ens.member_loss(*ens._slice(m), batch.p4[m, lo:hi], batch.mask[m, lo:hi],
+                                                   batch.label[m, lo:hi], w[lo:hi], terms, shares)
+            (total * world).backward()
+            losses.append(loss)
+            penalties.append(penalty)
         if world > 1:
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in ens.parameters()]
             flat = torch.cat([g.reshape(-1) for g in grads])

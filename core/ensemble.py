@@ -132,16 +132,25 @@ class Ensemble:
         return fn
 
     # -- training ----------------------------------------------------------------------------
-    def _member_loss(self, params, buffers, p4, mask, label, weight, terms: Sequence[PenaltyTerm]):
+    def member_loss(self, params, buffers, p4, mask, label, weight, terms: Sequence[PenaltyTerm], shares=None):
+        """One member's task loss plus λ-weighted penalties on its batch: (total, loss, penalty).
+
+        ``shares`` (data-parallel shards) = (share of the batch's weight, share of its events):
+        the loss and each penalty are multiplied by the share matching their weighting, so the
+        shards' values sum to those of the whole batch.
+        """
         with shared_batch_statistics(self.base) as shared:
             logits = self._call(params, buffers, p4, mask)
             loss = self.task.loss(logits, label, weight)
+            if shares is not None:
+                loss = loss * shares[0]
             penalty = torch.zeros((), dtype=loss.dtype, device=loss.device)
             if terms:
                 fn = self.penalty_fn(params, buffers, shared)
                 batch = Batch(p4=p4, mask=mask, label=label, weight=weight, logits=logits if shared.exact else None)
                 for term in terms:
-                    penalty = penalty + term.lam * term.penalty(fn, batch)
+                    value = term.lam * term.penalty(fn, batch)
+                    penalty = penalty + (value if shares is None else value * shares[0 if term.penalty.weighted else 1])
         return loss + penalty, loss.detach(), penalty.detach()
 
     def backward(
@@ -157,7 +166,7 @@ class Ensemble:
         terms = [t for t in terms if t.lam != 0]
         if vectorize:
             total, bce, pen = vmap(
-                lambda p, b, x, m, y, w: self._member_loss(p, b, x, m, y, w, terms),
+                lambda p, b, x, m, y, w: self.member_loss(p, b, x, m, y, w, terms),
                 randomness="different",
             )(self.params, self.buffers, batch.p4, batch.mask, batch.label, batch.weight)
             total.sum().backward()
@@ -165,7 +174,7 @@ class Ensemble:
         bces, pens = [], []
         for m in range(len(self)):
             params, buffers = self._slice(m)
-            total, bce, pen = self._member_loss(
+            total, bce, pen = self.member_loss(
                 params, buffers, batch.p4[m], batch.mask[m], batch.label[m], batch.weight[m], terms
             )
             total.backward()

@@ -41,7 +41,6 @@ import torch
 from . import metrics as M
 from .checkpoint import Checkpoint
 from .data import EventData, Split
-from .ensemble import Ensemble
 from .errors import SymfwError, UsageError
 from .io import atomic_write
 from .runs import CHECKPOINT_FILE, METRICS_FILE, RESULTS_FILE, FractionDir, RunDir
@@ -52,6 +51,7 @@ from .training import (
     RunSettings,
     Tensors,
     check_data_fits,
+    ensemble_from,
     final_results,
     make_task,
     member_seeds,
@@ -340,12 +340,9 @@ def merge_members(spec: Spec, settings: RunSettings, split: Split, fraction: flo
     tensors = Tensors.from_data(data, task, device, dtype)
     train_t = torch.as_tensor(job.split.train, device=device)
     task.prepare(tensors.target[train_t].to(dtype), tensors.weight[train_t])
-    ens = Ensemble(spec, ckpt.seeds, device=device, registry=registry, vectorize=False, dtype=dtype, task=task)
-    ckpt.require(ens.member_shapes(), fdir.root)
-    ens.load_state(({k: v.to(device) for k, v in ckpt.params.items()}, {k: v.to(device) for k, v in ckpt.buffers.items()}))
-    best = ({k: v.to(device) for k, v in ckpt.best_params.items()}, {k: v.to(device) for k, v in ckpt.best_buffers.items()})
-    results = final_results(job, task, ens, tensors, ckpt.history, best, ckpt.best_epoch, ckpt.train_time_s,
-                            ckpt.mode, ckpt.mode_reason)
+    ens, ckpt = ensemble_from(spec, ckpt, fdir.root, device, registry, task)
+    results = final_results(job, task, ens, tensors, ckpt.history, (ckpt.best_params, ckpt.best_buffers),
+                            ckpt.best_epoch, ckpt.train_time_s, ckpt.mode, ckpt.mode_reason)
     ckpt.save(fdir.checkpoint_path)
     fdir.write_metrics(ckpt.history)
     fdir.write_results(results)

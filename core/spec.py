@@ -113,6 +113,18 @@ class Spec(Strict):
         return tomli_w.dumps(self.model_dump(exclude_none=True))
 
 
+def with_training_overrides(spec: Spec, **overrides: Any) -> Spec:
+    """The spec with ``[training]`` values replaced (None keeps the spec's); validated."""
+    values = spec.training.model_dump()
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        training = Training.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise SpecError(f"training.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+    return spec.model_copy(update={"training": training})
+
+
 # --------------------------------------------------------------------------- validation
 
 

@@ -52,7 +52,7 @@ from .interfaces import Batch, Task
 from .model import SymfwModel
 from .registry import get_registry
 from .runs import FractionDir
-from .spec import PenaltyRef, Spec
+from .spec import PenaltyRef, Spec, with_training_overrides  # noqa: F401 - re-exported
 
 EpochCallback = Callable[[dict[str, Any]], None]
 WEIGHT_CURVE_BINS = 20
@@ -141,22 +141,6 @@ def resolve_device(name: str) -> torch.device:
             raise UsageError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
         return device
     raise UsageError(f"device must be cpu, cuda or auto, got '{name}'")
-
-
-def with_training_overrides(spec: Spec, **overrides: Any) -> Spec:
-    """The spec with ``[training]`` values replaced (None keeps the spec's); validated."""
-    from pydantic import ValidationError
-
-    from .spec import Training
-
-    values = spec.training.model_dump()
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        training = Training.model_validate(values)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise UsageError(f"training.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
-    return spec.model_copy(update={"training": training})
 
 
 def make_task(spec: Spec, registry=None) -> Task:
@@ -420,7 +404,7 @@ def train_ensemble(
     def load() -> Checkpoint | None:
         if directory is None or not resume or not directory.has_checkpoint:
             return None
-        return Checkpoint.load(directory.checkpoint_path, ens.member_shapes())
+        return Checkpoint.load(directory.checkpoint_path, ens.member_shapes(), device)
 
     ckpt = stepper.on_main(load)
     if ckpt is not None:
@@ -428,9 +412,7 @@ def train_ensemble(
             raise UsageError(f"{directory.root}: the checkpoint holds other members; remove it to restart")
         ens.load_state((ckpt.params, ckpt.buffers))
         opt.load_state_dict(ckpt.optimizer)
-        best = {"params": ckpt.best_params, "buffers": ckpt.best_buffers}
-        best = {k: {n: v.to(device) for n, v in part.items()} for k, part in best.items()}
-        best_state = (best["params"], best["buffers"])
+        best_state = (ckpt.best_params, ckpt.best_buffers)
         best_score = [math.nan if s is None else s for s in ckpt.best_score]
         history, best_epoch, train_time = ckpt.history, list(ckpt.best_epoch), ckpt.train_time_s
         if stepper.is_main and directory is not None:
@@ -720,8 +702,19 @@ def load_members(run_dir: str | Path, fraction: float = 1.0, best: bool = False,
     directory = run.fraction(fraction)
     if not directory.has_checkpoint:
         raise UsageError(f"{run.root}: no checkpoint for training fraction {fraction:g}")
-    ckpt = Checkpoint.load(directory.checkpoint_path)
-    ens = Ensemble(spec, ckpt.seeds, registry=registry, dtype=next(iter(ckpt.params.values())).dtype)
-    ckpt.require(ens.member_shapes(), directory.checkpoint_path)
+    ens, ckpt = ensemble_from(spec, Checkpoint.load(directory.checkpoint_path), directory.checkpoint_path,
+                              registry=registry)
     state = (ckpt.best_params, ckpt.best_buffers) if best else (ckpt.params, ckpt.buffers)
     return [ens.member(m, state) for m in range(len(ens))]
+
+
+def ensemble_from(spec: Spec, ckpt: Checkpoint, path, device="cpu", registry=None, task: Task | None = None):
+    """The ensemble a checkpoint holds (its members' final state loaded, on ``device``), once the
+    checkpoint is checked against the spec's model; and the checkpoint with its tensors on ``device``."""
+    ens = Ensemble(spec, ckpt.seeds, device=device, registry=registry, vectorize=False,
+                   dtype=next(iter(ckpt.params.values())).dtype, task=task)
+    ckpt.require(ens.member_shapes(), path)
+    for name in ("params", "buffers", "best_params", "best_buffers"):
+        setattr(ckpt, name, {k: v.to(device) for k, v in getattr(ckpt, name).items()})
+    ens.load_state((ckpt.params, ckpt.buffers))
+    return ens, ckpt
