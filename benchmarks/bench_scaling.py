@@ -26,6 +26,7 @@ bench_scaling markers; the rest of the file is left alone).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
@@ -60,9 +61,9 @@ def ddp_rank(preset: str, events: int, epochs: int, sync_batchnorm: bool) -> tup
     """One rank of a DDP variant: (train_time_s, training events)."""
     data = resolve_data("zmumu", n_events=events, seed=0)
     with D.process_group("cpu") as info:
-        res = D.run_training_ddp(
-            the_spec(preset, epochs), data, RunSettings(data="zmumu", events=events), info=info,
-            sync_batchnorm=sync_batchnorm,
+        res = run_training(
+            the_spec(preset, epochs), data, RunSettings(data="zmumu", events=events),
+            parallel=dataclasses.replace(info, sync_batchnorm=sync_batchnorm),
         )
     f = res["fractions"][0]
     return f["train_time_s"], f["n_train"]

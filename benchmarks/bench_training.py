@@ -44,7 +44,9 @@ import symfw  # noqa: E402
 from _docs import publish  # noqa: E402
 from symfw.core.data import resolve_data  # noqa: E402
 from symfw.core.ensemble import Ensemble  # noqa: E402
-from symfw.core.training import Tensors, adamw, batch_order, batches, member_seeds, train_epoch  # noqa: E402
+from symfw.core.training import (  # noqa: E402
+    SequentialStepper, Tensors, VectorizedStepper, adamw, batch_order, batches, make_task, member_seeds, train_epoch,
+)
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 START, END = "<!-- bench_training:start -->", "<!-- bench_training:end -->"
@@ -73,7 +75,7 @@ class Baseline:
         torch.manual_seed(seed)
         self.model = symfw.build_model(spec).to(tensors.p4.device).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=spec.training.lr, weight_decay=spec.training.weight_decay)
-        ds = EventDataset(tensors.p4[index], tensors.mask[index], tensors.label[index], tensors.weight[index])
+        ds = EventDataset(tensors.p4[index], tensors.mask[index], tensors.target[index], tensors.weight[index])
         self.loader = DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True,
                                  generator=torch.Generator().manual_seed(seed))
 
@@ -99,6 +101,7 @@ class Ours:
         self.tensors, self.index = tensors, index
         self.seeds = member_seeds(0, members)
         self.ens = Ensemble(spec, self.seeds, device=tensors.p4.device, vectorize=vectorize)
+        self.stepper = (VectorizedStepper if vectorize else SequentialStepper)(self.ens)
         self.opt = adamw(self.ens.parameters(), spec.training.lr, spec.training.weight_decay)
         self.steps = batches(len(index), batch_size)
         self.steps = [s for s in self.steps if s[1] - s[0] == batch_size]  # full batches, as the baseline
@@ -107,8 +110,8 @@ class Ours:
     def epoch(self) -> int:
         order = batch_order(self.index, self.seeds, self.n_epoch, self.index.device)
         self.n_epoch += 1
-        _, _, count = train_epoch(self.ens, self.opt, self.tensors, order, self.steps)
-        return count * len(self.seeds)
+        train_epoch(self.stepper, self.opt, self.tensors, order, self.steps)
+        return sum(stop - start for start, stop in self.steps) * len(self.seeds)
 
 
 # --------------------------------------------------------------------------- timing
@@ -161,7 +164,7 @@ def main() -> None:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     data = resolve_data("zmumu", n_events=args.events, seed=0)
-    tensors = Tensors.from_data(data, device)
+    tensors = Tensors.from_data(data, make_task(symfw.load_spec(args.presets[0])), device)
     index = torch.arange(len(data), device=device)
     m, bs = args.members, args.batch_size
 

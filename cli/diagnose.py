@@ -161,6 +161,10 @@ def invariance(
     names = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
     reg = registry_with(registry)
     loaded = [_load_target(t, label, fraction=fraction, best=best, seed=seed, reg=reg) for t, label in _expand(targets)]
+    for label, spec, _, _ in loaded:
+        if spec.task.name != "binary":
+            raise UsageError(f"{label}: diagnose invariance measures the change of one logit; "
+                             f"task {spec.task.name} has other outputs")
     group = loaded[0][2][0].group
     n_rows = len(diagnostic_directions(group, names))  # unknown names: UsageError listing the known ones
     sample, where = _events(data, events, seed, loaded[0][3], reg)

@@ -258,6 +258,11 @@ def run_compare(
     tasks = {spec.task.name for spec in specs}
     if len(tasks) > 1:
         raise UsageError(f"compare needs specs of one task, got {', '.join(sorted(tasks))}")
+    if invariance and tasks != {"binary"}:
+        raise UsageError(f"--invariance measures the change of one logit; task {tasks.pop()} has other outputs")
+    from .training import prepare_split
+
+    split = prepare_split(data, settings, registry)
     names = run_dirnames(specs)
     grid = check_lr_grid(lr_grid) if lr_grid is not None else None
     if grid is None:
@@ -274,13 +279,13 @@ def run_compare(
     results = train_runs(
         runs, [out / name for name in run_names], data, settings, names=run_names, executor=executor,
         resume=resume, device=device, vectorize=vectorize, registry=registry, on_epoch=on_epoch, on_task=on_task,
-        parallel=parallel, dtype=dtype,
+        parallel=parallel, dtype=dtype, split=split,
     )
     return _on_main(parallel, lambda: _summarise_and_write(
-        specs, results, names, grid, data, settings, out, registry, plots, invariance))
+        specs, results, names, grid, data, split, settings, out, registry, plots, invariance))
 
 
-def _summarise_and_write(specs, results, names, grid, data, settings, out, registry, plots, invariance):
+def _summarise_and_write(specs, results, names, grid, data, split, settings, out, registry, plots, invariance):
     selection = None
     if grid is not None:
         trials = [results[i * len(grid) : (i + 1) * len(grid)] for i in range(len(specs))]
@@ -289,11 +294,11 @@ def _summarise_and_write(specs, results, names, grid, data, settings, out, regis
     summary["selection"] = selection
     if invariance:
         from .diagnostics import invariance_summary
-        from .training import load_members, prepare_split
+        from .training import load_members
 
         fraction = max(settings.fractions)
         members = [load_members(out / run, fraction=fraction, registry=registry) for run in compared_runs(summary)]
-        test = np.sort(prepare_split(data, settings, registry).test)[:INVARIANCE_EVENTS]
+        test = np.sort(split.test)[:INVARIANCE_EVENTS]
         t = data.subset(test).tensors(dtype=torch.float64)
         summary["invariance"] = invariance_summary(
             members, names, t["p4"], t["mask"], t["weight"], plot=out / "invariance.png" if plots else None

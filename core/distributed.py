@@ -72,6 +72,7 @@ class DistInfo:
     local_rank: int
     backend: str
     device: torch.device
+    sync_batchnorm: bool = True  # batch statistics over the global batch (False: per rank)
 
     @property
     def is_main(self) -> bool:
@@ -302,8 +303,8 @@ class DataParallelStepper(Stepper):
 
     mode = MODE
 
-    def __init__(self, ens, info: DistInfo, sync_batchnorm: bool = True):
-        sync = sync_batchnorm and info.world_size > 1
+    def __init__(self, ens, info: DistInfo):
+        sync = info.sync_batchnorm and info.world_size > 1
         super().__init__(ens, f"data-parallel on {info.world_size} rank(s) ({info.backend}), members one "
                               f"after the other, {'synchronised' if sync else 'per-rank'} batch norm")
         if sync:

@@ -365,6 +365,7 @@ def train_runs(
     on_task: TaskCallback | None = None,
     dtype: torch.dtype = torch.float32,
     parallel=None,
+    split: Split | None = None,
     task_fn: Callable = run_task,
 ) -> list[dict[str, Any]]:
     """Train every spec (into its run directory ``outs[i]``, or in memory when None) on one split
@@ -373,7 +374,8 @@ def train_runs(
     ``executor`` runs the tasks (:class:`LocalExecutor` by default); ``task_fn(task, data)``
     trains one (:func:`run_task`; replaceable, e.g. to wrap it). ``on_epoch`` reaches the
     trainer only with an in-process executor; ``on_task(task, done, total)`` follows finished
-    tasks. ``parallel`` (a :class:`~symfw.core.distributed.DistInfo`): every rank calls this,
+    tasks. ``split``: the run's split when the caller made it already (else made here, once).
+    ``parallel`` (a :class:`~symfw.core.distributed.DistInfo`): every rank calls this,
     trains data-parallel, and rank 0 writes. Raises :class:`SymfwError` naming the failed tasks
     once every other task has finished and been gathered.
     """
@@ -386,7 +388,7 @@ def train_runs(
         raise UsageError("vectorize yes: data-parallel training trains one member at a time")
     device = str(parallel.device if parallel is not None else resolve_device(device) if isinstance(device, str) else device)
     names = list(names) if names is not None else [s.name for s in specs]
-    split = prepare_split(data, settings, registry)
+    split = split if split is not None else prepare_split(data, settings, registry)
     data_record = {"data": data.describe(), "split": split.describe()}
     for spec in specs:
         check_data_fits(spec, data, registry)

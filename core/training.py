@@ -357,6 +357,29 @@ def local_stepper(ens: Ensemble, job: EnsembleJob, probe: Batch, terms: Sequence
 # --------------------------------------------------------------------------- the loop
 
 
+def train_epoch(
+    stepper: Stepper,
+    opt: torch.optim.Optimizer,
+    tensors: Tensors,
+    order: torch.Tensor,
+    steps: Sequence[tuple[int, int]],
+    terms: Sequence[PenaltyTerm] = (),
+    augment: Callable[[Batch], Batch] | None = None,
+) -> torch.Tensor:
+    """One pass over ``order`` (M, n) in ``steps``: (2, M) mean task loss and penalty per member."""
+    stepper.ens.train()
+    totals = torch.zeros(2, len(stepper.ens), device=order.device, dtype=torch.float64)
+    count = 0
+    for start, stop in steps:
+        batch = tensors.batch(order[:, start:stop])
+        loss, pen = stepper.step(augment(batch) if augment else batch, terms)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        totals += torch.stack([loss, pen]).double() * (stop - start)
+        count += stop - start
+    return stepper.reduce(totals) / count
+
+
 def _member_metrics(task: Task, tensors: Tensors, index: np.ndarray, outputs: torch.Tensor) -> list[dict[str, float]]:
     target, weight = tensors.target_np[index], tensors.weight_np[index]
     return [task.metrics(row, target, weight) for row in outputs.detach().double().cpu().numpy()]
@@ -434,17 +457,7 @@ def train_ensemble(
             torch.manual_seed(penalty_seed(job.seeds, epoch))
             terms = terms_at(epoch)
             order = batch_order(train_idx, job.seeds, epoch, device)
-            ens.train()
-            totals = torch.zeros(2, len(ens), device=device, dtype=torch.float64)
-            count = 0
-            for start, stop in steps:
-                batch = tensors.batch(order[:, start:stop])
-                loss, pen = stepper.step(augment(batch) if augment else batch, terms)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                totals += torch.stack([loss, pen]).double() * (stop - start)
-                count += stop - start
-            totals = (stepper.reduce(totals) / count).tolist()
+            totals = train_epoch(stepper, opt, tensors, order, steps, terms, augment).tolist()
             if not stepper.is_main:
                 continue
             val = _member_metrics(task, tensors, job.split.val, ens.predict(val_p4, val_mask))

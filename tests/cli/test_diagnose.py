@@ -101,3 +101,12 @@ def test_a_trained_run_is_diagnosed_on_its_own_test_split(runner, cli, data_file
     result = runner.invoke(cli, ["diagnose", "invariance", str(tmp_path / "cmp"), "--rapidities", "0.5", "--json", "--quiet"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["models"][0]["dlogit"] == model["dlogit"]
+
+
+def test_a_model_that_is_not_a_binary_classifier_is_refused_in_one_line(runner, cli):
+    result = runner.invoke(cli, ["diagnose", "invariance", "invariant-four-vector", "--events", "50"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        "Error: invariant-four-vector (untrained): diagnose invariance measures the change of one logit; "
+        "task regression has other outputs"
+    )

@@ -160,3 +160,44 @@ def test_sigkill_during_cli_training_then_resume(tmp_path):
     np.testing.assert_array_equal(
         json.loads(resumed.stdout)["fractions"][0]["curves"]["val_auc"], full["fractions"][0]["curves"]["val_auc"]
     )
+
+
+def test_sigkill_during_cli_compare_then_resume(tmp_path):
+    """A SIGKILL of `symfw compare` while it trains the first spec, then `--resume`, ends with the
+    compare.json of an uninterrupted comparison."""
+    from symfw.core.compare import run_compare
+
+    data_file = tmp_path / "toy.npz"
+    save_events(toy_events(1500), data_file)
+    specs = []
+    for preset in ("pfn", "invariant"):
+        specs.append(tmp_path / f"{preset}.toml")
+        symfw.write_spec(small(preset, epochs=5), specs[-1])
+    base = [sys.executable, "-m", "symfw", "compare", *map(str, specs), "--data", str(data_file),
+            "--seeds", "2", "--device", "cpu", "--quiet", "--json", "--out", str(tmp_path / "killed")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    victim = subprocess.Popen(base, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "killed" / "pfn" / "fraction-1" / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and victim.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.02)
+    assert victim.poll() is None, "compare finished before it could be killed"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    assert not (tmp_path / "killed" / "compare.json").exists()
+    resumed = subprocess.run(base + ["--resume"], env=env, capture_output=True, text=True, check=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        full = run_compare([symfw.load_spec(s) for s in specs], load_events(data_file),
+                           RunSettings(data=str(data_file), seeds=2), tmp_path / "full", plots=False)
+    finally:
+        torch.set_num_threads(threads)
+
+    def comparable(summary):
+        rows = [{k: v for k, v in r.items() if k != "train_time_s"} for r in summary["rows"]]
+        return rows, summary["differences"]
+
+    assert comparable(json.loads(resumed.stdout)) == comparable(full)
