@@ -11,6 +11,7 @@ from rich.table import Table
 
 from symfw.core.errors import UsageError
 
+from . import ddp as distributed
 from ._common import (
     BatchOpt,
     CutContextOpt,
@@ -222,7 +223,6 @@ def compare(
     Data-parallel: symfw compare pfn hybrid --ddp 2 --out cmp/ (or torchrun --nproc-per-node 2 -m symfw compare ...)
     """
     from symfw.core.compare import run_compare
-    from symfw.core.distributed import launched_by_torchrun
     from symfw.core.executors import make_executor
 
     if len(specs) < 2:
@@ -237,17 +237,12 @@ def compare(
     set_threads(threads)
     runner = make_executor(executor, address, retries, str(dev))
     loaded = load_specs(specs, reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
-    if ddp is not None or launched_by_torchrun():
-        from .ddp import DdpRequest, run_distributed
-
+    if distributed.wanted(ddp):
         if executor != "local" or retries:
             raise UsageError("--ddp trains every task data-parallel in this machine's processes: use --executor local")
-        if mode == "yes":
-            raise UsageError("--vectorize yes: data-parallel training trains one member at a time")
-        options = {"lr_grid": grid, "invariance": invariance}
-        request = DdpRequest("compare", tuple(loaded), settings, out, resume, str(dev), tuple(registry or ()), quiet,
-                             options)
-        summary = run_distributed(ddp, request, threads)
+        request = distributed.DdpRequest("compare", tuple(loaded), settings, out, resume, str(dev),
+                                         tuple(registry or ()), quiet, {"lr_grid": grid, "invariance": invariance})
+        summary = distributed.run_distributed(ddp, request, threads, mode)
         if summary is None:  # a rank other than 0: rank 0 reports
             return
     else:

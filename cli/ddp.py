@@ -68,10 +68,21 @@ def _rank_main(request: DdpRequest, torchrun: bool = False) -> dict[str, Any] | 
     return results if info.is_main else None
 
 
-def run_distributed(nproc: int | None, request: DdpRequest, threads: int | None = None) -> dict[str, Any] | None:
+def wanted(nproc: int | None) -> bool:
+    """Whether the command trains data-parallel: ``--ddp N``, or started by torchrun."""
+    from symfw.core.distributed import launched_by_torchrun
+
+    return nproc is not None or launched_by_torchrun()
+
+
+def run_distributed(
+    nproc: int | None, request: DdpRequest, threads: int | None = None, vectorize: str = "auto"
+) -> dict[str, Any] | None:
     """Train data-parallel; the results on rank 0 (and with ``--ddp``), None on other ranks."""
     from symfw.core.distributed import launch, launched_by_torchrun
 
+    if vectorize == "yes":
+        raise UsageError("--vectorize yes: data-parallel training trains one member at a time")
     if nproc is not None and launched_by_torchrun():
         raise UsageError("--ddp: this process was started by torchrun already; leave --ddp out")
     if nproc is None:

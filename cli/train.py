@@ -9,8 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from symfw.core.errors import UsageError
-
+from . import ddp as distributed
 from ._common import (
     BatchOpt,
     CutContextOpt,
@@ -102,7 +101,6 @@ def train(
     Regression: symfw build --preset pfn --task regression --out r.toml && symfw train r.toml --data zmumu
     Data-parallel: symfw train hybrid --data z.npz --ddp 2 (or: torchrun --nproc-per-node 2 -m symfw train ...)
     """
-    from symfw.core.distributed import launched_by_torchrun
     from symfw.core.plots import write_plots
     from symfw.core.training import run_training
 
@@ -113,13 +111,10 @@ def train(
     set_threads(threads)
     (the_spec,) = load_specs([spec], reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     out = out if out is not None else Path("runs") / the_spec.name
-    if ddp is not None or launched_by_torchrun():
-        from .ddp import DdpRequest, run_distributed
-
-        if mode == "yes":
-            raise UsageError("--vectorize yes: data-parallel training trains one member at a time")
-        request = DdpRequest("train", (the_spec,), settings, out, resume, str(dev), tuple(registry or ()), quiet)
-        results = run_distributed(ddp, request, threads)
+    if distributed.wanted(ddp):
+        request = distributed.DdpRequest("train", (the_spec,), settings, out, resume, str(dev), tuple(registry or ()),
+                                         quiet)
+        results = distributed.run_distributed(ddp, request, threads, mode)
         if results is None:  # a rank other than 0: rank 0 reports
             return
     else:

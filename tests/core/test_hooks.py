@@ -194,8 +194,8 @@ def test_hook_register_tasks(monkeypatch):
     reg = registry_with("register_tasks", Hinge, monkeypatch)
     from toy_events import toy_events
 
-    spec = symfw.load_spec("invariant", registry=reg).model_copy(update={"task": {"name": "hinge"}})
-    spec = symfw.core.spec.resolve_spec(spec.model_dump(), registry=reg)
+    data = symfw.load_spec("invariant", registry=reg).model_dump()
+    spec = symfw.core.spec.resolve_spec({**data, "task": {"name": "hinge"}}, registry=reg)
     spec = spec.model_copy(update={"training": spec.training.model_copy(update={"epochs": 2, "batch_size": 64})})
     res = run_training(spec, toy_events(300), RunSettings(data="toy"), registry=reg)["fractions"][0]
     assert res["task"] == "hinge" and res["primary"] == "accuracy"
