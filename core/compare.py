@@ -46,7 +46,6 @@ from . import metrics as M
 from .data import EventData
 from .errors import UsageError
 from .io import atomic_write_json
-from .runs import RunDir
 from .spec import Spec
 from .training import AT_EPOCHS, EpochCallback, RunSettings
 
@@ -90,27 +89,13 @@ def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = N
     for name, result in zip(names, results):
         main = _main_fraction(result)
         s = main["summary"]
-        rows.append(
-            {
-                "spec": name,
-                "task": main.get("task", "binary"),
-                "fraction": main["fraction"],
-                "n_train": main["n_train"],
-                "members": len(main["members"]),
-                "epochs": main["epochs"],
-                "parameters": main["parameters"],
-                "train_time_s": main["train_time_s"],
-                "mode": main["mode"],
-                "lr": main.get("lr"),
-                f"final_test_{primary}": s["final_test"][primary],
-                f"best_test_{primary}": s["best_test"][primary],
-                "final_test": s["final_test"],
-                "best_test": s["best_test"],
-                "best_epoch": s["best_epoch"],
-                f"val_{primary}_at": {k: v for k, v in s[f"val_{primary}_at"].items() if int(k) in AT_EPOCHS},
-                "epochs_to_99": s["epochs_to_99"],
-            }
-        )
+        rows.append({
+            "spec": name, "task": main.get("task", "binary"), "members": len(main["members"]), "lr": main.get("lr"),
+            **{k: main[k] for k in ("fraction", "n_train", "epochs", "parameters", "train_time_s", "mode")},
+            f"final_test_{primary}": s["final_test"][primary], f"best_test_{primary}": s["best_test"][primary],
+            **{k: s[k] for k in ("final_test", "best_test", "best_epoch", "epochs_to_99")},
+            f"val_{primary}_at": {k: v for k, v in s[f"val_{primary}_at"].items() if int(k) in AT_EPOCHS},
+        })
     differences = []
     for i in range(len(results)):
         for j in range(i + 1, len(results)):
@@ -270,12 +255,6 @@ def run_compare(
     else:
         runs = [_with_lr(spec, lr) for spec in specs for lr in grid]
         run_names = [f"{name}/{lr_dirname(lr)}" for name in names for lr in grid]
-    if not resume:
-        for name in run_names:
-            if RunDir(out / name).started:
-                raise UsageError(
-                    f"{out / name} already holds a run; pass --resume to continue it or choose another --out"
-                )
     results = train_runs(
         runs, [out / name for name in run_names], data, settings, names=run_names, executor=executor,
         resume=resume, device=device, vectorize=vectorize, registry=registry, on_epoch=on_epoch, on_task=on_task,

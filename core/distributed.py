@@ -290,16 +290,9 @@ def global_steps(n_train: int, batch_size: int, world_size: int) -> list[tuple[i
 
 
 class DataParallelStepper(Stepper):
-    """The ensemble's members one after the other, each data-parallel over the process group.
-
-    Rank r takes the r-th contiguous shard of every member's global batch. Its loss is the
-    task's weighted mean over its shard times the shard's share of the batch's weight, times
-    the world size; a penalty is scaled by the shard's share of the weight (or of the events,
-    for an unweighted penalty). The gradients, summed over ranks in one all-reduce per step and
-    divided by the world size, are then exactly those of the single-process global batch.
-    Batch norm is synchronised over the global batch (:func:`convert_sync_batchnorm`), and
-    only rank 0 evaluates and writes (:meth:`on_main`).
-    """
+    """The ensemble's members one after the other, each data-parallel over the process group:
+    rank r's shard of every batch, losses scaled by the shard's share, gradients summed over
+    ranks (see the module docstring); only rank 0 evaluates and writes (:meth:`on_main`)."""
 
     mode = MODE
 

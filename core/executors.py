@@ -1,30 +1,22 @@
 """The one orchestration of training (:func:`train_runs`), and where its tasks run.
 
 ``symfw train`` (one spec) and ``symfw compare`` (several) both call :func:`train_runs`: it
-computes the split once, checks every spec against the data, starts (or, with ``resume``,
-checks) each run directory, cuts the work into **tasks**, has an executor run them, and gathers
-the results — in memory for tasks run in this process, from the task folders otherwise. A task
-trains some members (seeds) of one spec on one training fraction, through the one epoch loop
-(:func:`symfw.core.training.train_ensemble`), into its own folder::
+makes the split once, checks every spec against the data, starts (or, with ``resume``, checks)
+each run directory, cuts the work into **tasks** — some members (seeds) of one spec on one
+training fraction, trained by the one epoch loop (:func:`symfw.core.training.train_ensemble`)
+into their own folder (``RUN/fraction-<f>/``, or ``RUN/fraction-<f>/member-<m>/`` per seed) —
+has an executor run them, and gathers the results: in memory for tasks run in this process,
+from the folders otherwise.
 
-    RUN/fraction-<f>/             the (spec, fraction) ensemble
-    RUN/fraction-<f>/member-<m>/  one seed's task, when tasks are split by seed
+- :class:`LocalExecutor` (default) runs the tasks one after the other in this process, all seeds
+  of a (spec, fraction) together; under data-parallel training every rank runs the same tasks.
+- :class:`RayExecutor` sends one task per (spec, seed, fraction) to a Ray cluster.
 
-- :class:`LocalExecutor` (default) runs the tasks one after the other in this process, one
-  task per (spec, fraction) with all its seeds trained together (vmapped). Under data-parallel
-  training (``parallel``) every rank runs the same tasks in the same order.
-- :class:`RayExecutor` sends one task per (spec, seed, fraction) to a Ray cluster
-  (``ray.init(address)``: a local one by default, ``auto`` for the running cluster).
-
-When every seed of a (spec, fraction) is done in per-seed folders, their checkpoints are merged
-(:meth:`~symfw.core.checkpoint.Checkpoint.merge`) into the ensemble's folder and its test
-metrics recomputed — exactly the files an ensemble trained in one process has.
-
-Failures: a task that raises (other than bad input) or whose worker dies is retried
-(``max_retries``: Ray's own retries for Ray; a loop here for the local executor) and resumes
-from its folder's last checkpoint. A task counts as finished once its ``results.json`` is
-written, so a failure never loses finished work: the driver gathers every other task, reports
-the failures, and ``--resume`` trains only what is missing.
+Per-seed folders are merged (:meth:`~symfw.core.checkpoint.Checkpoint.merge`, test metrics
+recomputed) into exactly the files an ensemble trained at once has. A task that fails (other
+than by bad input) is retried from its last checkpoint; it counts as finished once its
+``results.json`` is written, so a failure never loses finished work and ``--resume`` trains only
+what is missing.
 """
 
 from __future__ import annotations
@@ -108,12 +100,9 @@ class TrainTask:
 
 def _writable(data: EventData) -> EventData:
     """``data`` with writable arrays (Ray hands tasks read-only views of its object store)."""
-    names = ("p4", "label", "mask", "weight", "p4_true", "target")
-    arrays = {k: getattr(data, k, None) for k in names}
-    if all(a is None or a.flags.writeable for a in arrays.values()):
-        return data
-    kept = {k: None if a is None else np.array(a) for k, a in arrays.items() if hasattr(data, k)}
-    return EventData(**kept, meta=dict(data.meta))
+    arrays = {k: getattr(data, k) for k in ("p4", "label", "mask", "weight", "p4_true", "target")}
+    return EventData(**{k: a if a is None or a.flags.writeable else np.array(a) for k, a in arrays.items()},
+                     meta=dict(data.meta))
 
 
 def run_task(
@@ -341,8 +330,7 @@ def merge_members(spec: Spec, settings: RunSettings, split: Split, fraction: flo
     train_t = torch.as_tensor(job.split.train, device=device)
     task.prepare(tensors.target[train_t].to(dtype), tensors.weight[train_t])
     ens, ckpt = ensemble_from(spec, ckpt, fdir.root, device, registry, task)
-    results = final_results(job, task, ens, tensors, ckpt.history, (ckpt.best_params, ckpt.best_buffers),
-                            ckpt.best_epoch, ckpt.train_time_s, ckpt.mode, ckpt.mode_reason)
+    results = final_results(job, task, ens, tensors, ckpt)
     ckpt.save(fdir.checkpoint_path)
     fdir.write_metrics(ckpt.history)
     fdir.write_results(results)
@@ -393,6 +381,9 @@ def train_runs(
     for spec in specs:
         check_data_fits(spec, data, registry)
     runs = [RunDir(Path(out)) if out is not None else None for out in outs]
+    started = [run.root for run in runs if run is not None and run.started]
+    if started and not resume:  # before any run is started: nothing half-written
+        raise UsageError(f"{started[0]} already holds a run; pass --resume to continue it or choose another --out")
     for spec, run in zip(specs, runs):
         if run is not None:
             _on_main(parallel, lambda run=run, spec=spec: run.start(spec, settings.record(), data_record, resume))

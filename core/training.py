@@ -429,30 +429,27 @@ def train_ensemble(
             return None
         return Checkpoint.load(directory.checkpoint_path, ens.member_shapes(), device)
 
-    ckpt = stepper.on_main(load)
+    ckpt = stepper.on_main(load)  # the loop's whole state: updated every epoch, saved as it is
     if ckpt is not None:
         if ckpt.seeds != list(job.seeds):
             raise UsageError(f"{directory.root}: the checkpoint holds other members; remove it to restart")
         ens.load_state((ckpt.params, ckpt.buffers))
         opt.load_state_dict(ckpt.optimizer)
-        best_state = (ckpt.best_params, ckpt.best_buffers)
-        best_score = [math.nan if s is None else s for s in ckpt.best_score]
-        history, best_epoch, train_time = ckpt.history, list(ckpt.best_epoch), ckpt.train_time_s
         if stepper.is_main and directory is not None:
-            directory.write_metrics(history)  # a kill between the checkpoint and this file loses nothing
+            directory.write_metrics(ckpt.history)  # a kill between the checkpoint and this file loses nothing
         if parallel is None and ckpt.mode in ("vectorized", "sequential") and ckpt.mode != stepper.mode:
             stepper = (VectorizedStepper if ckpt.mode == "vectorized" else SequentialStepper)(ens, ckpt.mode_reason)
             ens.vectorize = stepper.mode == "vectorized"
     else:
-        history, train_time = [], 0.0
-        best_state = ens.state()
-        best_score, best_epoch = [math.nan] * len(ens), [0] * len(ens)
+        (params, buffers), best = ens.state(), ens.state()
+        ckpt = Checkpoint(0, list(job.seeds), params, buffers, opt.state_dict(), *best, [None] * len(ens), [0] * len(ens))
+    ckpt.mode, ckpt.mode_reason = stepper.mode, stepper.reason
     val_t = torch.as_tensor(job.split.val, device=device)
     val_p4, val_mask = tensors.p4[val_t], tensors.mask[val_t]
 
     rng_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
-        for epoch in range(len(history), cfg.epochs):
+        for epoch in range(ckpt.epoch, cfg.epochs):
             t0 = time.perf_counter()
             torch.manual_seed(penalty_seed(job.seeds, epoch))
             terms = terms_at(epoch)
@@ -462,13 +459,12 @@ def train_ensemble(
                 continue
             val = _member_metrics(task, tensors, job.split.val, ens.predict(val_p4, val_mask))
             for m, mm in enumerate(val):
-                if task.better(mm[task.primary], best_score[m]):
-                    best_score[m], best_epoch[m] = mm[task.primary], epoch + 1
+                if task.better(mm[task.primary], math.nan if ckpt.best_score[m] is None else ckpt.best_score[m]):
+                    ckpt.best_score[m], ckpt.best_epoch[m] = mm[task.primary], epoch + 1
                     with torch.no_grad():
-                        for src, dst in zip((ens.params, ens.buffers), best_state):
+                        for src, dst in ((ens.params, ckpt.best_params), (ens.buffers, ckpt.best_buffers)):
                             for k in dst:
                                 dst[k][m].copy_(src[k][m])
-            train_time += time.perf_counter() - t0
             members = [
                 {"member": m, "seed": job.seeds[m], "loss": totals[0][m],
                  **({"penalty": totals[1][m], "lam": {t.name: t.lam for t in terms}} if penalties else {}),
@@ -476,23 +472,18 @@ def train_ensemble(
                 for m in range(len(ens))
             ]
             record = M.jsonable({"epoch": epoch + 1, "members": members})
-            history.append(record)
+            ckpt.history.append(record)
+            ckpt.epoch, ckpt.train_time_s = epoch + 1, ckpt.train_time_s + time.perf_counter() - t0
             if directory is not None:
-                params, buffers = ens.state()
-                Checkpoint(
-                    epoch=epoch + 1, seeds=list(job.seeds), params=params, buffers=buffers,
-                    optimizer=opt.state_dict(), best_params=best_state[0], best_buffers=best_state[1],
-                    best_score=[None if math.isnan(s) else s for s in best_score], best_epoch=list(best_epoch),
-                    history=history, train_time_s=train_time, mode=stepper.mode, mode_reason=stepper.reason,
-                ).save(directory.checkpoint_path)
-                directory.write_metrics(history)
+                (ckpt.params, ckpt.buffers), ckpt.optimizer = ens.state(), opt.state_dict()
+                ckpt.save(directory.checkpoint_path)
+                directory.write_metrics(ckpt.history)
             if on_epoch is not None:
                 on_epoch({**record, "epochs": cfg.epochs, "spec": spec.name, "fraction": job.split.fraction,
                           "lr": cfg.lr, "primary": task.primary})
 
     def final() -> dict[str, Any]:
-        results = final_results(job, task, ens, tensors, history, best_state, best_epoch, train_time,
-                                stepper.mode, stepper.reason, parallel.world_size if parallel is not None else 1)
+        results = final_results(job, task, ens, tensors, ckpt, parallel.world_size if parallel is not None else 1)
         if directory is not None:
             directory.write_results(results)
         return results
@@ -517,15 +508,17 @@ def _summary(per_member: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     return {k: M.mean_std([m[k] for m in per_member]) for k in per_member[0]}
 
 
-def final_results(job, task, ens, tensors, history, best_state, best_epoch, train_time, mode, mode_reason,
-                  world_size: int = 1):
-    """The results of a trained ensemble: test metrics of the final and best-validation states,
-    curves, summaries, the learned-weight curve, the extrapolation and the task's report."""
+def final_results(job, task, ens, tensors, ckpt: Checkpoint, world_size: int = 1):
+    """The results of a trained ensemble (its state now, the rest in ``ckpt``): test metrics of the
+    final and best-validation states, curves, summaries, the learned-weight curve, the
+    extrapolation and the task's report."""
+    history, best_epoch = ckpt.history, ckpt.best_epoch
     primary, device = task.primary, job.device
     test_t = torch.as_tensor(job.split.test, device=device)
     test_p4, test_mask = tensors.p4[test_t], tensors.mask[test_t]
     final_out = ens.predict(test_p4, test_mask)
     final_test = _member_metrics(task, tensors, job.split.test, final_out)
+    best_state = (ckpt.best_params, ckpt.best_buffers)
     best_test = _member_metrics(task, tensors, job.split.test, ens.predict(test_p4, test_mask, state=best_state))
     n_epochs, n = len(history), len(ens)
     val_curve = [[M.from_json(r["members"][m]["val"][primary]) for m in range(n)] for r in history]
@@ -559,12 +552,12 @@ def final_results(job, task, ens, tensors, history, best_state, best_epoch, trai
         "batch_size": job.spec.training.batch_size,
         "lr": job.spec.training.lr,
         "weight_decay": job.spec.training.weight_decay,
-        "mode": mode,
-        "mode_reason": mode_reason,
+        "mode": ckpt.mode,
+        "mode_reason": ckpt.mode_reason,
         "world_size": world_size,
         "device": str(device),
         "parameters": ens.n_parameters,
-        "train_time_s": train_time,
+        "train_time_s": ckpt.train_time_s,
         "members": members,
         "curves": {
             "epoch": list(range(1, n_epochs + 1)),
