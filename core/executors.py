@@ -381,12 +381,16 @@ def train_runs(
     for spec in specs:
         check_data_fits(spec, data, registry)
     runs = [RunDir(Path(out)) if out is not None else None for out in outs]
-    started = [run.root for run in runs if run is not None and run.started]
-    if started and not resume:  # before any run is started: nothing half-written
-        raise UsageError(f"{started[0]} already holds a run; pass --resume to continue it or choose another --out")
-    for spec, run in zip(specs, runs):
-        if run is not None:
-            _on_main(parallel, lambda run=run, spec=spec: run.start(spec, settings.record(), data_record, resume))
+
+    def start() -> None:  # every run checked before any is started: nothing half-written
+        started = [run.root for run in runs if run is not None and run.started]
+        if started and not resume:
+            raise UsageError(f"{started[0]} already holds a run; pass --resume to continue it or choose another --out")
+        for spec, run in zip(specs, runs):
+            if run is not None:
+                run.start(spec, settings.record(), data_record, resume)
+
+    _on_main(parallel, start)
     tasks = plan_tasks(specs, runs, names, settings, split, executor.split_members, device, vectorize, dtype)
     if executor.in_process:
         fn = partial(task_fn, registry=registry, on_epoch=on_epoch, parallel=parallel, return_files=False)

@@ -31,29 +31,30 @@ def _masked_mean(x: torch.Tensor, weight: torch.Tensor, dims: tuple[int, ...]) -
     return (x * weight).sum(dims, keepdim=True) / weight.sum(dims, keepdim=True).clamp_min(1.0)
 
 
-def aggregate_2to2(x: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
-    """(B, N, N, F) → (B, N, N, 10·F): the permutation-equivariant aggregations of x."""
+def equivariant_linear(x: torch.Tensor, node: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+    """``linear`` applied to the 2→2 aggregations A(x) of x (B, N, N, F), masked: (B, N, N, H).
+
+    A(x)_ij stacks x_ij, x_ji, mean_k x_ik, mean_k x_kj, mean_k x_jk, mean_k x_ki, x_ii, x_jj,
+    the mean of the diagonal and the mean of all entries (masked means over real particles).
+    The Linear's weight is split into one (H, F) block per aggregation, and each block is
+    applied at the aggregation's own rank — (B, N, N) for x and xᵀ, (B, N) for the row, column
+    and diagonal terms, (B,) for the means — before broadcasting. The result is that of the
+    Linear on the concatenated (B, N, N, 10·F) tensor, which is never built: memory stays at a
+    few (B, N, N, max(F, H)) tensors, as PELICAN needs for jets of 128 particles.
+    """
+    w = linear.weight.split(x.shape[-1], dim=1)  # N_AGGREGATIONS blocks of (H, F)
     pair = node[:, :, None, :] * node[:, None, :, :]  # (B, N, N, 1)
     x = x * pair
-    diag = torch.diagonal(x, dim1=1, dim2=2).movedim(-1, 1)  # (B, N, F)
-    row = _masked_mean(x, pair, (2,))  # (B, N, 1, F): mean_k x_ik
-    col = _masked_mean(x, pair, (1,))  # (B, 1, N, F): mean_k x_kj
-    row_t, col_t = row.transpose(1, 2), col.transpose(1, 2)
-    full = _masked_mean(x, pair, (1, 2))
-    trace = _masked_mean(diag, node, (1,)).unsqueeze(1)
-    parts = [
-        x,
-        x.transpose(1, 2),
-        row.expand_as(x),  # mean_k x_ik
-        col.expand_as(x),  # mean_k x_kj
-        row_t.expand_as(x),  # mean_k x_jk
-        col_t.expand_as(x),  # mean_k x_ki
-        diag[:, :, None, :].expand_as(x),  # x_ii
-        diag[:, None, :, :].expand_as(x),  # x_jj
-        trace.expand_as(x),
-        full.expand_as(x),
-    ]
-    return torch.cat(parts, -1) * pair
+    diag = torch.diagonal(x, dim1=1, dim2=2).movedim(-1, 1)  # (B, N, F): x_ii
+    row = _masked_mean(x, pair, (2,)).squeeze(2)  # (B, N, F): mean_k x_ik
+    col = _masked_mean(x, pair, (1,)).squeeze(1)  # (B, N, F): mean_k x_kj
+    full = _masked_mean(x, pair, (1, 2)).flatten(1, 3)  # (B, F)
+    trace = _masked_mean(diag, node, (1,)).squeeze(1)  # (B, F)
+    by_i = row @ w[2].T + col @ w[5].T + diag @ w[6].T  # terms that depend on i only
+    by_j = col @ w[3].T + row @ w[4].T + diag @ w[7].T  # ... on j only
+    const = trace @ w[8].T + full @ w[9].T + linear.bias
+    out = x @ w[0].T + (x @ w[1].T).transpose(1, 2) + by_i[:, :, None] + by_j[:, None, :] + const[:, None, None]
+    return out * pair
 
 
 class EquivariantLayers(nn.Module):
@@ -67,7 +68,7 @@ class EquivariantLayers(nn.Module):
 
     def forward(self, x: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
         for linear in self.linears:
-            x = torch.relu(linear(aggregate_2to2(x, node)))
+            x = torch.relu(equivariant_linear(x, node, linear))
         return x
 
 
