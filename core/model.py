@@ -40,6 +40,9 @@ class SubnetModule(nn.Module):
 
     def __init__(self, subnet: Subnet, registry: Registry, particles: Particles, latent_dim: int):
         super().__init__()
+        self.transforms = [registry.get("inputs", r.name)(_options(registry.get("inputs", r.name), r))
+                           for r in subnet.inputs]
+        particles = self.transform(particles)
         enc_cls = registry.get("encoder", subnet.encoder.name)
         self.invariants = None
         if subnet.invariants is not None:
@@ -59,7 +62,14 @@ class SubnetModule(nn.Module):
         flat = torch.cat([particles.p4, particles.channels], -1) * particles.mask.unsqueeze(-1)
         return flat.flatten(1)
 
+    def transform(self, particles: Particles) -> Particles:
+        """The subnet's own input transforms (after the model's)."""
+        for t in self.transforms:
+            particles = t(particles)
+        return particles
+
     def forward(self, particles: Particles) -> torch.Tensor:
+        particles = self.transform(particles)
         if self.consumes == "features":
             return self.encoder(self._features(particles))
         return self.encoder(particles)
@@ -213,6 +223,7 @@ class SymfwModel(nn.Module):
                 parts.append((f"{slot} subnet {sub.invariants.name} → {sub.encoder.name}", sub.invariants.group))
             else:
                 parts.append((f"{slot} subnet {sub.encoder.name} on four-vectors", "trivial"))
+            parts += [(f"{slot} input transform {t.name}", t.keeps) for t in sub.transforms]
         if self.combiner is not None and self.context is not None:
             parts.append((f"context {self.context.name}", getattr(self.context, "keeps", "trivial")))
         parts += [(f"input transform {t.name}", t.keeps) for t in self.transforms]

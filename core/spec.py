@@ -31,10 +31,15 @@ class ComponentRef(Strict):
 
 
 class Subnet(Strict):
-    """A subnet: an encoder body, fed by an invariant map when the encoder consumes features."""
+    """A subnet: an encoder body, fed by an invariant map when the encoder consumes features.
+
+    ``inputs``: input transforms this subnet alone applies, after the model's own (e.g. jet-frame
+    features for a PFN next to an invariant subnet that must see the plain four-vectors).
+    """
 
     encoder: ComponentRef
     invariants: ComponentRef | None = None
+    inputs: list[ComponentRef] = Field(default_factory=list)
 
 
 class Head(Strict):
@@ -176,6 +181,8 @@ def resolve_spec(data: dict[str, Any], origin: str = "spec", registry: Registry 
         if subnet is None:
             continue
         enc = _check_component(subnet.encoder, "encoder", f"{side}.encoder", registry, origin)
+        for i, ref in enumerate(subnet.inputs):
+            _check_component(ref, "inputs", f"{side}.inputs[{i}]", registry, origin)
         if subnet.invariants is not None:
             _check_component(subnet.invariants, "invariants", f"{side}.invariants", registry, origin)
         elif side == "invariant" and enc.consumes == "features":

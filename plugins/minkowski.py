@@ -3,7 +3,8 @@
 Features are the upper triangle (i ≤ j) of d: the squared norms p_i² on the diagonal and
 the inner products p_i·p_j off it, N(N+1)/2 numbers per event; pairs with a padded particle
 are zero. Computed in float64 (cancellation in E_iE_j − p⃗_i·p⃗_j) and returned in the
-input dtype.
+input dtype. With ``log``, each feature is sgn(d) log(1 + |d|/GeV²) (jets: products span
+many orders of magnitude); still exactly invariant.
 """
 
 import torch
@@ -21,11 +22,14 @@ class Minkowski(InvariantMap):
 
     class Options(Options):
         float64: bool = True
+        log: bool = False
 
     def __call__(self, p4, mask):
         work = p4.to(torch.float64) if self.options.float64 else p4
         m = mask.to(work.dtype)
         d = kinematics.pairwise_mdot(work) * m[:, :, None] * m[:, None, :]
+        if self.options.log:
+            d = torch.sign(d) * torch.log1p(d.abs())
         i, j = torch.triu_indices(p4.shape[1], p4.shape[1], device=p4.device)
         return d[:, i, j].to(p4.dtype)
 
