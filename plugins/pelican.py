@@ -32,7 +32,8 @@ def _masked_mean(x: torch.Tensor, weight: torch.Tensor, dims: tuple[int, ...]) -
 
 
 def equivariant_linear(x: torch.Tensor, node: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-    """``linear`` applied to the 2→2 aggregations A(x) of x (B, N, N, F), masked: (B, N, N, H).
+    """``linear`` applied to the 2→2 aggregations A(x) of x (B, N, N, F, zero at padded pairs),
+    masked: (B, N, N, H).
 
     A(x)_ij stacks x_ij, x_ji, mean_k x_ik, mean_k x_kj, mean_k x_jk, mean_k x_ki, x_ii, x_jj,
     the mean of the diagonal and the mean of all entries (masked means over real particles).
@@ -43,8 +44,7 @@ def equivariant_linear(x: torch.Tensor, node: torch.Tensor, linear: nn.Linear) -
     few (B, N, N, max(F, H)) tensors, as PELICAN needs for jets of 128 particles.
     """
     w = linear.weight.split(x.shape[-1], dim=1)  # N_AGGREGATIONS blocks of (H, F)
-    pair = node[:, :, None, :] * node[:, None, :, :]  # (B, N, N, 1)
-    x = x * pair
+    pair = node[:, :, None, :] * node[:, None, :, :]  # (B, N, N, 1); x is zero at padded pairs
     diag = torch.diagonal(x, dim1=1, dim2=2).movedim(-1, 1)  # (B, N, F): x_ii
     row = _masked_mean(x, pair, (2,)).squeeze(2)  # (B, N, F): mean_k x_ik
     col = _masked_mean(x, pair, (1,)).squeeze(1)  # (B, N, F): mean_k x_kj
@@ -53,8 +53,9 @@ def equivariant_linear(x: torch.Tensor, node: torch.Tensor, linear: nn.Linear) -
     by_i = row @ w[2].T + col @ w[5].T + diag @ w[6].T  # terms that depend on i only
     by_j = col @ w[3].T + row @ w[4].T + diag @ w[7].T  # ... on j only
     const = trace @ w[8].T + full @ w[9].T + linear.bias
-    out = x @ w[0].T + (x @ w[1].T).transpose(1, 2) + by_i[:, :, None] + by_j[:, None, :] + const[:, None, None]
-    return out * pair
+    out = x @ w[0].T  # in place from here: one (B, N, N, H) buffer
+    out.add_((x @ w[1].T).transpose(1, 2)).add_(by_i[:, :, None]).add_(by_j[:, None, :]).add_(const[:, None, None])
+    return out.mul_(pair)
 
 
 class EquivariantLayers(nn.Module):
@@ -67,6 +68,7 @@ class EquivariantLayers(nn.Module):
         self.linears = nn.ModuleList(nn.Linear(N_AGGREGATIONS * a, b) for a, b in zip(widths, widths[1:]))
 
     def forward(self, x: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
+        x = x * (node[:, :, None, :] * node[:, None, :, :])  # each layer's output stays zero at padded pairs
         for linear in self.linears:
             x = torch.relu(equivariant_linear(x, node, linear))
         return x
