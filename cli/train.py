@@ -69,6 +69,10 @@ def train_table(results: dict[str, Any], registry) -> Table:
         f"{len(main['members'])} members, {main['epochs']} epochs, {main['parameters']:,} parameters each, "
         f"{main['mode']} on {main['device']}; test split used only for these numbers"
     )
+    reference = (main.get("report") or {}).get("sum_of_inputs")
+    if reference:  # what a four-momentum regression must beat
+        table.caption += "\nreference, the plain sum of the inputs: " + ", ".join(
+            f"{h} {reference[k]:.4f}" for k, h in columns if k in reference)
     return table
 
 

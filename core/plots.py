@@ -185,9 +185,14 @@ def plot_resolution_vs_pt(results: Sequence[dict], path: Path, names: Sequence[s
             mean = np.nanmean(values, axis=0)
             std = np.nanstd(values, axis=0, ddof=1) if len(values) > 1 else np.zeros_like(mean)
             ax.errorbar(x, mean, yerr=std, fmt="o-", color=color, capsize=2, ms=3, label=name)
-            ax.set_xlabel(r"true $p_\mathrm{T}$ [GeV]")
-            ax.set_ylabel(f"{label} resolution")
-            ax.grid(alpha=0.3)
+    reference = (_main(results[0]).get("report") or {}).get("sum_of_inputs_vs_pt")
+    if reference:
+        for ax, (key, _) in zip(axes[0], resolutions):
+            ax.plot(_nan(reference["centers"]), _nan(reference[key]), "k--", lw=1, label="sum of the inputs")
+    for ax, (_, label) in zip(axes[0], resolutions):
+        ax.set_xlabel(r"true $p_\mathrm{T}$ [GeV]")
+        ax.set_ylabel(f"{label} resolution")
+        ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle("Resolution vs pT (test events; 68 % widths; bars: ±1σ over seeds)", fontsize=10)
     return _save(fig, path)

@@ -12,7 +12,8 @@ Metrics (:func:`symfw.core.metrics.regression_metrics`): the loss (primary, smal
 MSE, MAE and bias per component; for four-vector targets (K = 4, (E, px, py, pz)) the
 resolutions PELICAN reports (:func:`~symfw.core.metrics.four_vector_resolutions`): ΔpT/pT and
 Δm/m as half the 16–84 % inter-quantile range, ΔR and the 3-D angle ΔΨ as 68 % quantiles — and,
-on the test split, the same in bins of the true pT (plot ``resolution_vs_pt.png``).
+on the test split, the same in bins of the true pT (plot ``resolution_vs_pt.png``) — each next to
+the reference a model must beat, the plain sum of the event's four-vectors (``sum_of_inputs``).
 """
 
 from __future__ import annotations
@@ -95,11 +96,15 @@ class Regression(Task):
         return out
 
     def report(self, output, target, weight, data):
+        """Resolutions vs true pT per member, and the reference a model must beat: the plain sum of
+        the event's four-vectors (the jet's, or the dimuon's, own four-momentum)."""
         if not self.four_vector:
             return {}
         pt_true = np.hypot(target[:, 1], target[:, 2])
         curves = [M.resolution_vs(member, target, pt_true, bins=PT_BINS, weight=weight) for member in output]
-        return {"resolution_vs_pt": curves}
+        total = (data.p4 * data.mask[..., None]).sum(1)
+        return {"resolution_vs_pt": curves, "sum_of_inputs": M.four_vector_resolutions(total, target, weight),
+                "sum_of_inputs_vs_pt": M.resolution_vs(total, target, pt_true, bins=PT_BINS, weight=weight)}
 
     def plots(self, results, out: Path, names):
         from symfw.core.plots import plot_resolution_vs_pt

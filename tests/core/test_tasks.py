@@ -68,6 +68,12 @@ def test_regression_learns_a_target_and_reports_four_vector_resolutions(tmp_path
     assert test["loss"]["mean"] < 0.5
     losses = [row[0] for row in f["curves"]["val_loss"]]
     assert f["members"][0]["best"]["epoch"] == int(np.argmin(losses)) + 1  # the best epoch minimises the loss
+    from symfw.core.metrics import four_vector_resolutions
+    from symfw.core.training import prepare_split
+
+    test = prepare_split(data, RunSettings(data="toy")).test
+    reference = four_vector_resolutions(data.p4[test].sum(1), data.target[test])
+    assert f["report"]["sum_of_inputs"] == pytest.approx(reference)  # the naive reconstruction, for comparison
     curves = f["report"]["resolution_vs_pt"]
     assert len(curves) == 2 and len(curves[0]["centers"]) == len(curves[0]["pt"])
     from symfw.core.plots import write_plots
