@@ -368,7 +368,8 @@ class Penalty(Component):
 
 @dataclass(frozen=True)
 class Batch:
-    """A batch of events: p4 (B, N, 4), mask (B, N), label (B,) in {0, 1}, weight (B,).
+    """A batch of events: p4 (B, N, 4), mask (B, N), label — the task's target: (B,) labels for a
+    classifier, (B, K) for a regression — and weight (B,).
 
     ``logits`` (B,), when set, is the training pass's output on ``p4``: a penalty given it may
     use it for f(x) instead of calling ``fn(p4, mask)`` again (the trainer makes the two equal).
