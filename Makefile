@@ -20,9 +20,10 @@ setup: $(BIN)/symfw
 # the paper's three models on 20k toy Z→μμ events, 3 seeds each, each model's learning rate chosen
 # on the validation split from the same grid: table on stdout, plots in runs/demo
 # (--resume: a second `make demo` continues or re-reads the same run instead of refusing;
-#  --threads 1: small models gain little from more threads, and lose a lot when cores are shared)
+#  --jobs 2 --threads 1: the 9 trainings in two processes of one thread each — small models gain little
+#  from more threads per process, and lose a lot when cores are shared)
 demo: setup
-	$(BIN)/symfw compare pfn invariant hybrid --data zmumu --events 20000 --epochs 15 --seeds 3 --lr-grid 3e-4,1e-3,3e-3 --out runs/demo --resume --threads 1
+	$(BIN)/symfw compare pfn invariant hybrid --data zmumu --events 20000 --epochs 15 --seeds 3 --lr-grid 3e-4,1e-3,3e-3 --out runs/demo --resume --jobs 2 --threads 1
 
 test: setup
 	$(BIN)/python -m pytest -q

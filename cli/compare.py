@@ -211,6 +211,10 @@ def compare(
     retries: Annotated[
         int | None, typer.Option("--retries", help="Retries of a failed or killed training task (ray: 2, local: 0).")
     ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", help="Run the independent trainings (specs × learning rates × fractions) in N "
+                                         "processes of this machine; the same results as one after the other.")
+    ] = 1,
     ddp: DdpOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -221,6 +225,7 @@ def compare(
     Example: symfw compare pfn invariant hybrid --data zmumu --events 20000 --epochs 30 --seeds 3 --out cmp/
     On a Ray cluster: symfw compare pfn hybrid --seeds 10 --executor ray --address auto --out cmp/
     Data-parallel: symfw compare pfn hybrid --ddp 2 --out cmp/ (or torchrun --nproc-per-node 2 -m symfw compare ...)
+    Both cores: symfw compare pfn invariant hybrid --lr-grid 3e-4,1e-3,3e-3 --jobs 2 --threads 1 --out cmp/
     """
     from symfw.core.compare import run_compare
     from symfw.core.executors import make_executor
@@ -235,10 +240,10 @@ def compare(
     dev = check_device(device)
     mode = check_vectorize(vectorize)
     set_threads(threads)
-    runner = make_executor(executor, address, retries, str(dev))
+    runner = make_executor(executor, address, retries, str(dev), jobs=jobs, threads=threads)
     loaded = load_specs(specs, reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     if distributed.wanted(ddp):
-        if executor != "local" or retries:
+        if executor != "local" or retries or jobs != 1:
             raise UsageError("--ddp trains every task data-parallel in this machine's processes: use --executor local")
         request = distributed.DdpRequest("compare", tuple(loaded), settings, out, resume, str(dev),
                                          tuple(registry or ()), quiet, {"lr_grid": grid, "invariance": invariance})

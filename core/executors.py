@@ -268,12 +268,72 @@ class RayExecutor:
         return failures
 
 
-def make_executor(name: str, address: str | None = None, retries: int | None = None, device: str = "cpu"):
-    """The executor named on the command line (``local`` or ``ray``)."""
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(threads: int, data: EventData) -> None:
+    """A worker process of :class:`ProcessExecutor`: its torch threads, and the events (sent once)."""
+    torch.set_num_threads(threads)
+    _WORKER["data"] = data
+
+
+def _worker_call(fn: Callable, task: TrainTask) -> tuple[str, Any]:
+    return _ray_call(fn, task, _WORKER["data"])
+
+
+class ProcessExecutor:
+    """Tasks in ``jobs`` worker processes of this machine, all seeds of a (spec, fraction) in one
+    task as the local executor does, each worker on ``threads`` torch threads: the results are
+    those of running the tasks one after the other with as many threads (``--jobs N``)."""
+
+    name = "processes"
+    in_process = False
+    split_members = False
+
+    def __init__(self, jobs: int, threads: int = 1, max_retries: int = 0):
+        if jobs < 1 or threads < 1 or max_retries < 0:
+            raise UsageError(f"--jobs must be >= 1 (got {jobs}), with >= 1 thread each")
+        self.jobs, self.threads, self.max_retries = jobs, threads, max_retries
+
+    def map(self, fn: Callable, tasks: Sequence[TrainTask], shared: Any, on_done: Callable) -> list[Failure]:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        failures: list[Failure] = []
+        pending = list(tasks)
+        for _ in range(self.max_retries + 1):
+            if not pending:
+                break
+            retry = []
+            with ProcessPoolExecutor(min(self.jobs, len(pending)), mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_start_worker, initargs=(self.threads, shared)) as pool:
+                futures = {pool.submit(_worker_call, fn, task): task for task in pending}
+                for future in as_completed(futures):
+                    task = futures[future]
+                    try:
+                        kind, value = future.result()
+                    except Exception as exc:  # noqa: BLE001 - a crashed task or worker: retry, then report
+                        retry.append((task, _one_line(exc)))
+                        continue
+                    if kind == "error":
+                        failures.append(Failure(task, value))
+                    else:
+                        on_done(task, value)
+            pending = [task for task, _ in retry]
+        return failures + [Failure(task, error) for task, error in retry]
+
+
+def make_executor(name: str, address: str | None = None, retries: int | None = None, device: str = "cpu",
+                  jobs: int = 1, threads: int | None = None):
+    """The executor named on the command line (``local`` — in worker processes with ``jobs`` > 1 — or ``ray``)."""
     name = name.strip().lower()
+    if jobs != 1 and name != "local":
+        raise UsageError("--jobs is for the local executor (Ray schedules its own workers)")
     if name == "local":
         if address is not None:
             raise UsageError("--address is for --executor ray")
+        if jobs != 1:
+            return ProcessExecutor(jobs, threads or 1, max_retries=0 if retries is None else retries)
         return LocalExecutor(max_retries=0 if retries is None else retries)
     if name == "ray":
         gpus = 1 if str(device).startswith("cuda") else 0

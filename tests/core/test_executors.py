@@ -158,6 +158,20 @@ def test_a_failing_task_loses_nothing_and_resume_trains_only_what_is_missing(spe
     assert json.loads((tmp_path / "compare.json").read_text())["specs"] == names
 
 
+def test_trials_in_two_processes_give_the_results_of_one_after_the_other(specs, data, reference, tmp_path):
+    ref_out, ref = reference
+    done = []
+    summary = run_compare(specs, data, SETTINGS, tmp_path, vectorize="no", plots=False,
+                          executor=X.ProcessExecutor(jobs=2, threads=1),
+                          on_task=lambda task, n, total: done.append((n, total)))
+    assert sorted(done) == [(n, 4) for n in range(1, 5)]  # one task per (spec, fraction), all seeds together
+    assert comparable(summary) == comparable(ref)
+    for name in ("invariant", "pfn"):
+        assert results_of(tmp_path, name) == results_of(ref_out, name)
+    with pytest.raises(UsageError, match="--jobs is for the local executor"):
+        X.make_executor("ray", jobs=2)
+
+
 def test_bad_input_in_a_task_is_not_retried(specs, data, tmp_path):
     calls = []
 
