@@ -31,6 +31,10 @@ class DataError(UsageError):
     """A data file or dataset option is invalid."""
 
 
+class OutputError(UsageError):
+    """An output path symfw cannot write (below a file, read-only, full, not a folder)."""
+
+
 class PluginError(SymfwError):
     """A plugin could not be loaded or registered something inconsistent."""
 

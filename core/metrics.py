@@ -26,6 +26,7 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from . import kinematics as kin
+from .io import jsonable  # noqa: F401 - re-exported: M.jsonable
 
 SIGNAL_EFFICIENCIES = (0.3, 0.5)
 METRICS = ("auc", "accuracy", "rej30", "rej50")
@@ -124,22 +125,6 @@ def mean_std(values: Sequence[float]) -> dict[str, float | int]:
         return {"mean": math.nan, "std": math.nan, "n": 0}
     std = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
     return {"mean": float(arr.mean()), "std": std, "n": int(len(arr))}
-
-
-def jsonable(obj: Any) -> Any:
-    """Replace nan/inf by None and NumPy scalars by Python numbers, recursively."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        x = float(obj)
-        return x if math.isfinite(x) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def from_json(x: Any) -> float:
