@@ -15,20 +15,25 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from . import kinematics
 
 
 class Options(BaseModel):
-    """Base class of component options: unknown keys are errors."""
+    """Base class of component options: unknown keys are errors, and so are NaN and infinities
+    in float options (a field that means "no limit" by inf can say ``Field(allow_inf_nan=True)``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# hidden layer widths of an MLP option (``phi``, ``hidden``, ...): every layer at least one neuron
+LayerSizes = list[Annotated[int, Field(ge=1)]]
 
 
 class NoOptions(Options):
@@ -171,8 +176,8 @@ class MatrixLieGroup(SymmetryGroup):
     rotations: ClassVar[tuple[str, ...]] = ()
 
     class Options(Options):
-        max_rapidity: float = 1.0
-        max_angle: float = math.pi
+        max_rapidity: float = Field(1.0, ge=0)
+        max_angle: float = Field(math.pi, ge=0)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -6,9 +6,9 @@ registered through the same pluggy path as third-party plugins, which come from 
 :func:`get_registry` call. ``SYMFW_LOAD_PLUGINS=a,b`` restricts which entry points load
 (empty: none); built-ins always load.
 
-A plugin that fails to import, whose hook raises, or that registers a name already taken is
-recorded in :attr:`Registry.failures` (shown by ``symfw plugins list``); it never breaks
-other commands. On a name clash the first registration (built-ins first) is kept.
+A plugin that fails to import, whose hook raises (anything but ``KeyboardInterrupt``, even
+``SystemExit``), or that registers a name already taken is recorded in
+:attr:`Registry.failures` (shown by ``symfw plugins list``); it never breaks other commands. On a name clash the first registration (built-ins first) is kept.
 """
 
 from __future__ import annotations
@@ -187,7 +187,9 @@ def load_registry(extra_registries: tuple[str | Path, ...] = ()) -> Registry:
         try:
             plugin = ep.load()
             pm.register(plugin, name=f"ep:{ep.name}")
-        except Exception as exc:  # noqa: BLE001 - any import failure is reported, not raised
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - any import failure (SystemExit too) is reported, not raised
             registry.failures.append(Failure(ep.name, source, f"failed to load: {type(exc).__name__}: {exc}"))
             continue
         sources[f"ep:{ep.name}"] = source
@@ -205,7 +207,9 @@ def load_registry(extra_registries: tuple[str | Path, ...] = ()) -> Registry:
 
             try:
                 impl.function(register=register)
-            except Exception as exc:  # noqa: BLE001
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - SystemExit, GeneratorExit too: the plugin's failure
                 registry.failures.append(
                     Failure(plugin, source, f"{hook_name} raised {type(exc).__name__}: {exc}")
                 )

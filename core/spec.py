@@ -15,12 +15,12 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import SpecError, SymfwError
+from .errors import SpecError, SymfwError, UsageError
 from .registry import Registry, get_registry, read_toml
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # NaN and inf are never a setting
 
 
 class ComponentRef(Strict):
@@ -87,13 +87,6 @@ class Training(Strict):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     augment: Augment | None = None
-
-    @field_validator("lr", "weight_decay")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be finite")
-        return v
 
 
 class Spec(Strict):
@@ -218,6 +211,20 @@ def resolve_spec(data: dict[str, Any], origin: str = "spec", registry: Registry 
         except SymfwError as exc:
             raise SpecError(f"{origin}: training.augment.group: {exc}") from None
     return spec
+
+
+def check_penalties(spec: Spec, registry: Registry | None = None, origin: str = "spec") -> None:
+    """Construct each penalty with the spec's group, so options naming the group (generators) are
+    checked before anything is trained or written."""
+    registry = registry or get_registry()
+    group_cls = registry.get("group", spec.group.name)
+    group = group_cls(group_cls.Options.model_validate(spec.group.options))
+    for i, ref in enumerate(spec.penalties):
+        cls = registry.get("penalty", ref.name)
+        try:
+            cls(cls.Options.model_validate(ref.options), group=group)
+        except UsageError as exc:
+            raise SpecError(f"{origin}: penalties[{i}].options: {exc}") from None
 
 
 def load_spec(source: str | Path, registry: Registry | None = None) -> Spec:

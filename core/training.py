@@ -100,6 +100,15 @@ class RunSettings:
         if self.train_pt_max is not None and not (self.train_pt_max > 0 and math.isfinite(self.train_pt_max)):
             raise UsageError(f"train_pt_max must be a positive number of GeV, got {self.train_pt_max:g}")
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any], origin: str = "run.json") -> "RunSettings":
+        """The settings a run recorded (:meth:`record`); a record of the wrong shape is a UsageError."""
+        try:
+            values = {k: tuple(v) if isinstance(v, list) else v for k, v in record.items() if k in cls.__dataclass_fields__}
+            return cls(**values)
+        except (TypeError, ValueError, UsageError) as exc:
+            raise UsageError(f"{origin}: the recorded settings are not valid ({exc})") from None
+
     def record(self) -> dict[str, Any]:
         out = asdict(self)
         out["fractions"] = list(self.fractions)
@@ -380,9 +389,18 @@ def train_epoch(
     return stepper.reduce(totals) / count
 
 
+def task_metrics(task: Task, output: np.ndarray, target: np.ndarray, weight: np.ndarray) -> dict[str, float]:
+    """The task's metrics of one member's outputs; every metric NaN (``null`` in JSON) when an
+    output is NaN or infinite (a diverged member: too large a learning rate, say), so a diverged
+    run reports itself instead of crashing scikit-learn."""
+    if np.isfinite(output).all():
+        return task.metrics(output, target, weight)
+    return dict.fromkeys(task.metrics(np.zeros_like(output), target, weight), math.nan)
+
+
 def _member_metrics(task: Task, tensors: Tensors, index: np.ndarray, outputs: torch.Tensor) -> list[dict[str, float]]:
     target, weight = tensors.target_np[index], tensors.weight_np[index]
-    return [task.metrics(row, target, weight) for row in outputs.detach().double().cpu().numpy()]
+    return [task_metrics(task, row, target, weight) for row in outputs.detach().double().cpu().numpy()]
 
 
 def train_ensemble(
@@ -573,7 +591,8 @@ def final_results(job, task, ens, tensors, ckpt: Checkpoint, world_size: int = 1
         },
         "general_weight": general_weight_curve([ens.member(m) for m in range(n)], test_p4, test_mask),
         "extrapolation": None,
-        "report": task.report(out_np, tensors.target_np[job.split.test], tensors.weight_np[job.split.test], test_data),
+        "report": task.report(out_np, tensors.target_np[job.split.test], tensors.weight_np[job.split.test], test_data)
+        if np.isfinite(out_np).all() else {},
     }
     if job.train_pt_max is not None:
         values = context_variable(job.cut_context, test_data, job.registry)
@@ -649,7 +668,7 @@ def extrapolation(
     edges = sorted(set(edges))
 
     def summary(sel: np.ndarray) -> dict[str, Any]:
-        return _summary([task.metrics(row[sel], target[sel], weights[sel]) for row in outputs])
+        return _summary([task_metrics(task, row[sel], target[sel], weights[sel]) for row in outputs])
 
     out_bins = []
     for lo, hi in zip(edges[:-1], edges[1:]):

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 
 from symfw.core.hookspecs import hookimpl
-from symfw.core.interfaces import Combiner, Options
+from symfw.core.interfaces import Combiner, LayerSizes, Options
 from symfw.core.nn import MLP
 
 
@@ -25,7 +25,7 @@ class Concat(Combiner):
 
     class Options(Options):
         mode: Literal["weighted", "weight-input", "context-input", "plain"] = "weighted"
-        hidden: list[int] = Field(default_factory=lambda: [64, 64])
+        hidden: LayerSizes = Field(default_factory=lambda: [64, 64])
         batchnorm: bool = True
 
     def __init__(self, options, latent_dim, context_dim):

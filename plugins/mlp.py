@@ -3,7 +3,7 @@
 from pydantic import Field
 
 from symfw.core.hookspecs import hookimpl
-from symfw.core.interfaces import Encoder, Options
+from symfw.core.interfaces import Encoder, LayerSizes, Options
 from symfw.core.nn import MLP
 
 
@@ -14,7 +14,7 @@ class MLPEncoder(Encoder):
     consumes = "features"
 
     class Options(Options):
-        hidden: list[int] = Field(default_factory=lambda: [512, 256, 256, 128])
+        hidden: LayerSizes = Field(default_factory=lambda: [512, 256, 256, 128])
         batchnorm: bool = True
 
     def __init__(self, options, in_features, latent_dim):

@@ -8,7 +8,7 @@ import torch
 from pydantic import Field
 
 from symfw.core.hookspecs import hookimpl
-from symfw.core.interfaces import Encoder, Options
+from symfw.core.interfaces import Encoder, LayerSizes, Options
 from symfw.core.nn import MLP, ParticleMLP
 
 
@@ -19,8 +19,8 @@ class PFN(Encoder):
     consumes = "particles"
 
     class Options(Options):
-        phi: list[int] = Field(default_factory=lambda: [128, 128])
-        f: list[int] = Field(default_factory=list)
+        phi: LayerSizes = Field(default_factory=lambda: [128, 128])
+        f: LayerSizes = Field(default_factory=list)
         batchnorm: bool = True
 
     def __init__(self, options, in_features, latent_dim):
