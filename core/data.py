@@ -10,7 +10,10 @@ File format (``.npz`` or HDF5 ``.h5``/``.hdf5``), documented in docs/data.md:
 - ``target`` optional (n_events, K) float (or (n_events,), read as K = 1): regression targets
 - ``meta``   optional: a JSON object of scalars (npz: a 0-d string array; HDF5: file attributes)
 
-Every problem is a :class:`DataError` naming the file and what is wrong (exit code 2).
+Every problem is a :class:`DataError` naming the file and what is wrong (exit code 2). Models
+compute in float32, so values must stay in its range: |p4| ≤ ``P4_MAX`` GeV (their squares,
+the invariants, stay finite), weights and targets below float32's largest number. Events a
+dataset plugin generates are validated as a file would be.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from .errors import DataError
 from .io import atomic_write
 
 ARRAYS = ("p4", "label", "mask", "weight", "p4_true", "target")
+P4_MAX = 1e18  # GeV: |E|, |p| of larger four-vectors square beyond float32's range (3.4e38)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -145,10 +150,14 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
     def fail(msg: str):
         raise DataError(f"{origin}: {msg}")
 
-    def check_finite(name: str, values: np.ndarray) -> None:
+    def check_finite(name: str, values: np.ndarray, limit: float = FLOAT32_MAX) -> None:
         bad = ~np.isfinite(values)
         if bad.any():
             fail(f"{name}: contains NaN or inf (first in event {int(bad.reshape(len(bad), -1).any(1).argmax())})")
+        big = np.abs(values) > limit
+        if big.any():
+            fail(f"{name}: values beyond {limit:.3g} in magnitude, too large for float32 arithmetic "
+                 f"(first in event {int(big.reshape(len(big), -1).any(1).argmax())})")
 
     for key in ("p4", "label"):
         if key not in arrays:
@@ -199,7 +208,7 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
             fail(f"mask: event {int((~mask.any(axis=1)).argmax())} has no particles")
     # padded entries may hold anything (NaN included); they are set to zero
     p4 = np.where(mask[..., None], p4, 0.0)
-    check_finite("p4", p4)
+    check_finite("p4", p4, P4_MAX)
 
     if (p4[..., 0] < 0).any():
         bad = int((p4[..., 0] < 0).any(axis=1).argmax())
@@ -230,7 +239,7 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
         if p4_true.dtype.kind not in "fiu":
             fail(f"p4_true: expected a numeric array, got dtype {p4_true.dtype}")
         p4_true = np.where(mask[..., None], p4_true.astype(np.float64), 0.0)
-        check_finite("p4_true", p4_true)
+        check_finite("p4_true", p4_true, P4_MAX)
 
     target = arrays.get("target")
     if target is not None:
@@ -433,6 +442,20 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc + ': ' if loc else ''}{msg}{tail}".splitlines()[0]
 
 
+def _check_generated_size(source, name: str, n_events: int | None, seed: int) -> None:
+    """Refuse asking a generator for more events than memory holds, measured on a small sample
+    (only for requests above ``PROBE_ABOVE`` events; a sample the generator refuses says nothing)."""
+    from .limits import PROBE_ABOVE, PROBE_EVENTS, check_events, event_bytes
+
+    if n_events is None or n_events <= PROBE_ABOVE:
+        return
+    try:
+        sample = source.generate(PROBE_EVENTS, seed)
+    except Exception:  # noqa: BLE001 - the full request reports its own problems
+        return
+    check_events(n_events, event_bytes(sample), f"dataset '{name}'")
+
+
 def resolve_data(
     source: str | Path,
     *,
@@ -459,7 +482,11 @@ def resolve_data(
             raise DataError(f"dataset '{name}': {_first_error(exc)}") from None
         if n_events is not None and n_events < 1:
             raise DataError(f"--events must be >= 1, got {n_events}")
-        return cls(opts).generate(n_events, seed, progress=progress)
+        _check_generated_size(cls(opts), name, n_events if n_events is not None else getattr(opts, "n_events", None),
+                              seed)
+        generated = cls(opts).generate(n_events, seed, progress=progress)
+        arrays = {k: getattr(generated, k) for k in ARRAYS if getattr(generated, k) is not None}
+        return validate({**arrays, "meta": generated.meta}, origin=f"dataset '{name}'")  # as a file would be
     path = Path(source)
     if not path.exists() and path.suffix.lower() not in (".npz", ".h5", ".hdf5"):
         known = ", ".join(registry.names("dataset")) or "none"

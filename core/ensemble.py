@@ -36,6 +36,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .interfaces import Batch, Penalty, Task
+from .limits import EVAL_CHUNK
 from .model import SymfwModel, build_model
 from .nn import SharedBatchStatistics, shared_batch_statistics
 from .spec import Spec
@@ -206,7 +207,7 @@ class Ensemble:
         p4: torch.Tensor,
         mask: torch.Tensor,
         state: State | None = None,
-        chunk: int = 16384,
+        chunk: int = EVAL_CHUNK,
     ) -> torch.Tensor:
         """Outputs (M, n[, K]) of every member on the same n events, in eval mode."""
         was_training = self.base.training

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import SpecError, SymfwError
 from .interfaces import Encoder, Particles, Task
 from .kinematics import mdot
 from .nn import MLP, ParticleMLP, hidden_neurons, n_parameters, share_statistics
@@ -260,5 +261,18 @@ def build_model(spec: Spec, registry: Registry | None = None) -> SymfwModel:
 
     Plain ``nn.BatchNorm1d`` layers of plugins become symfw's subclass of it (same parameters and
     outputs) that can share its batch statistics with penalty passes (:mod:`symfw.core.nn`).
+    A model too large for the memory available is refused before anything is allocated
+    (:func:`symfw.core.limits.check_model`), and a component that fails to construct is a
+    :class:`~symfw.core.errors.SpecError` naming it, not a traceback.
     """
-    return share_statistics(SymfwModel(spec, registry))
+    from .limits import check_model
+
+    check_model(spec, registry)
+    try:
+        model = SymfwModel(spec, registry)
+    except SymfwError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a component's constructor refused its options or sizes
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise SpecError(f"spec '{spec.name}': the model cannot be built: {type(exc).__name__}: {detail}") from exc
+    return share_statistics(model)
