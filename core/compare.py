@@ -34,7 +34,6 @@ each other's (also divided by each model's logit spread), and ``invariance.png``
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from . import metrics as M
 from .data import EventData
 from .errors import UsageError
 from .io import atomic_write_json
+from .runs import COMPARE_MARKERS, FolderLock, check_claimable, remove_orphans, safe_dirname
 from .spec import Spec
 from .training import AT_EPOCHS, EpochCallback, RunSettings
 
@@ -56,7 +56,7 @@ def run_dirnames(specs: Sequence[Spec]) -> list[str]:
     """A distinct, file-system-safe folder name per spec (its name; -2, -3 for repeats)."""
     names, seen = [], {}
     for spec in specs:
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec.name).strip("._") or "spec"
+        base = safe_dirname(spec.name)
         seen[base] = seen.get(base, 0) + 1
         names.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
     return names
@@ -255,13 +255,24 @@ def run_compare(
     else:
         runs = [_with_lr(spec, lr) for spec in specs for lr in grid]
         run_names = [f"{name}/{lr_dirname(lr)}" for name in names for lr in grid]
-    results = train_runs(
-        runs, [out / name for name in run_names], data, settings, names=run_names, executor=executor,
-        resume=resume, device=device, vectorize=vectorize, registry=registry, on_epoch=on_epoch, on_task=on_task,
-        parallel=parallel, dtype=dtype, split=split,
-    )
-    return _on_main(parallel, lambda: _summarise_and_write(
-        specs, results, names, grid, data, split, settings, out, registry, plots, invariance))
+    _on_main(parallel, lambda: check_claimable(out, COMPARE_MARKERS, nested=True))  # never write into someone else's folder
+    lock = FolderLock(out)  # held by rank 0 from after the checks of train_runs to compare.json
+
+    def claim() -> None:
+        lock.acquire()
+        if resume:
+            remove_orphans(out, recursive=False)  # of compare.json and the plots; each run cleans its own
+
+    try:
+        results = train_runs(
+            runs, [out / name for name in run_names], data, settings, names=run_names, executor=executor,
+            resume=resume, device=device, vectorize=vectorize, registry=registry, on_epoch=on_epoch,
+            on_task=on_task, parallel=parallel, dtype=dtype, split=split, before_start=claim,
+        )
+        return _on_main(parallel, lambda: _summarise_and_write(
+            specs, results, names, grid, data, split, settings, out, registry, plots, invariance))
+    finally:
+        lock.release()
 
 
 def _summarise_and_write(specs, results, names, grid, data, split, settings, out, registry, plots, invariance):

@@ -35,8 +35,9 @@ from .checkpoint import Checkpoint
 from .data import EventData, Split
 from .errors import SymfwError, UsageError
 from .io import atomic_write
-from .runs import CHECKPOINT_FILE, METRICS_FILE, RESULTS_FILE, FractionDir, RunDir
-from .spec import Spec
+from .limits import check_training
+from .runs import CHECKPOINT_FILE, METRICS_FILE, RESULTS_FILE, FractionDir, RunDir, check_claimable
+from .spec import Spec, check_penalties
 from .training import (
     EnsembleJob,
     EpochCallback,
@@ -415,9 +416,16 @@ def train_runs(
     parallel=None,
     split: Split | None = None,
     task_fn: Callable = run_task,
+    before_start: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every spec (into its run directory ``outs[i]``, or in memory when None) on one split
     of ``data``; the results per spec (``{spec, settings, data, split, fractions}``), in order.
+
+    Before anything is written, every spec is checked against the data, its penalties and the
+    memory the run needs (:func:`symfw.core.limits.check_training`), and every run folder must be
+    new, empty or symfw's; then each run folder is locked (:class:`~symfw.core.runs.FolderLock`,
+    held until this returns) and only then checked for a run already there and started.
+    ``before_start`` runs (on rank 0) after those checks, before the locks are taken.
 
     ``executor`` runs the tasks (:class:`LocalExecutor` by default); ``task_fn(task, data)``
     trains one (:func:`run_task`; replaceable, e.g. to wrap it). ``on_epoch`` reaches the
@@ -438,11 +446,26 @@ def train_runs(
     names = list(names) if names is not None else [s.name for s in specs]
     split = split if split is not None else prepare_split(data, settings, registry)
     data_record = {"data": data.describe(), "split": split.describe()}
+    members = 1 if executor.split_members else settings.seeds
+    concurrent = min(getattr(executor, "jobs", 1), len(specs) * len(settings.fractions))
+    processes = parallel.world_size if parallel is not None and torch.device(device).type == "cpu" else concurrent
     for spec in specs:
+        _on_main(parallel, lambda spec=spec: check_training(
+            spec, members=members, n_train=len(split.train), n_eval=max(len(split.val), len(split.test)),
+            n_events=len(data), device=device, registry=registry, dtype=dtype, processes=processes,
+            vectorized=vectorize == "yes" and parallel is None))
         check_data_fits(spec, data, registry)
+        check_penalties(spec, registry, origin=f"spec '{spec.name}'")
     runs = [RunDir(Path(out)) if out is not None else None for out in outs]
+    locks = []
 
     def start() -> None:  # every run checked before any is started: nothing half-written
+        for run in runs:
+            if run is not None:
+                check_claimable(run.root)
+        if before_start is not None:
+            before_start()
+        locks.extend(run.lock().acquire() for run in runs if run is not None)  # held until training ends
         started = [run.root for run in runs if run is not None and run.started]
         if started and not resume:
             raise UsageError(f"{started[0]} already holds a run; pass --resume to continue it or choose another --out")
@@ -450,7 +473,18 @@ def train_runs(
             if run is not None:
                 run.start(spec, settings.record(), data_record, resume)
 
-    _on_main(parallel, start)
+    try:
+        _on_main(parallel, start)
+        return _train_started(specs, runs, names, data, settings, split, data_record, outs, executor, device,
+                              vectorize, registry, on_epoch, on_task, dtype, parallel, task_fn)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train_started(specs, runs, names, data, settings, split, data_record, outs, executor, device, vectorize,
+                   registry, on_epoch, on_task, dtype, parallel, task_fn) -> list[dict[str, Any]]:
+    """The rest of :func:`train_runs`, its run folders locked and started: plan, train, gather."""
     tasks = plan_tasks(specs, runs, names, settings, split, executor.split_members, device, vectorize, dtype)
     if executor.in_process:
         fn = partial(task_fn, registry=registry, on_epoch=on_epoch, parallel=parallel, return_files=False)
