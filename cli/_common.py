@@ -3,7 +3,9 @@ progress bars, parsing of option values, and the tables of held-out metrics.
 
 Commands import from here, never from each other; ``app.py`` only wires them together.
 Domain errors become one line on stderr: exit code 2 for bad input (:class:`UsageError` and
-its kinds), 1 for failures while running. ``SYMFW_DEBUG=1`` shows the traceback instead.
+its kinds), 1 for failures while running; an operating-system error or running out of memory
+that no check foresaw is one line with exit code 1 as well. ``SYMFW_DEBUG=1`` shows the
+traceback instead.
 """
 
 from __future__ import annotations
@@ -40,6 +42,13 @@ class SymfwGroup(TyperGroup):
         except KeyboardInterrupt:
             typer.echo("Interrupted; completed work is saved (resume with --resume where supported).", err=True)
             raise typer.Exit(130) from None
+        except (OSError, MemoryError) as exc:  # the last resort: what no check before the work foresaw
+            if os.environ.get("SYMFW_DEBUG") == "1":
+                raise
+            what = "out of memory" if isinstance(exc, MemoryError) else (
+                f"{exc.filename + ': ' if getattr(exc, 'filename', None) else ''}{exc.strerror or exc}")
+            typer.echo(f"Error: {what} ({type(exc).__name__}; completed work is saved)", err=True)
+            raise typer.Exit(1) from None
 
 
 def make_app(help: str) -> typer.Typer:
@@ -140,11 +149,18 @@ def load_specs(sources: list[str], registry, **overrides):
     return specs
 
 
+def max_processes() -> int:
+    """The most threads (``--threads``) or local processes (``--ddp``) symfw starts: 4 per CPU core."""
+    return 4 * (os.cpu_count() or 1)
+
+
 def set_threads(threads: int | None) -> None:
     if threads is None:
         return
     if threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
+    if threads > max_processes():
+        raise UsageError(f"--threads must be at most {max_processes()} (4 per CPU core of this machine), got {threads}")
     import torch
 
     torch.set_num_threads(threads)

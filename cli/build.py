@@ -8,9 +8,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from symfw.core.errors import SpecError, UsageError
+from symfw.core.io import check_writable
 from symfw.core.model import build_model
-from symfw.core.spec import Spec, resolve_spec, write_spec
+from symfw.core.spec import Spec, check_penalties, resolve_spec, write_spec
 
 from ._common import QuietOpt, RegistryOpt, err_console, registry_with
 
@@ -91,18 +91,6 @@ def apply_choices(
     return spec
 
 
-def check_penalties(spec: Spec, reg) -> None:
-    """Construct each penalty with the spec's group, so options naming the group (generators) are checked."""
-    group_cls = reg.get("group", spec.group.name)
-    group = group_cls(group_cls.Options.model_validate(spec.group.options))
-    for i, ref in enumerate(spec.penalties):
-        cls = reg.get("penalty", ref.name)
-        try:
-            cls(cls.Options.model_validate(ref.options), group=group)
-        except UsageError as exc:
-            raise SpecError(f"build: penalties[{i}].options: {exc}") from None
-
-
 def summary_table(spec: Spec, model=None) -> Table:
     """Components, parameter counts per part and hidden neurons (the counts come from the built
     model), and the residual group the model keeps by construction."""
@@ -172,6 +160,8 @@ def build(
     Regression: symfw build --preset pfn --task regression --out r.toml
     Equivariant four-momentum: symfw build --preset invariant --task regression --head four-vector
     """
+    if out is not None:
+        check_writable(out, directory=False)
     reg = registry_with(registry)
     base = reg.preset(preset)
     data = apply_choices(
@@ -192,7 +182,7 @@ def build(
         head=head,
     )
     spec = resolve_spec(data, origin="build", registry=reg)
-    check_penalties(spec, reg)
+    check_penalties(spec, reg, origin="build")
     if not quiet:
         model = build_model(spec)
         err_console.print(summary_table(spec, model))

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from symfw.core.errors import UsageError
+from symfw.core.io import check_writable
 
 from . import ddp as distributed
 from ._common import (
@@ -40,6 +41,7 @@ from ._common import (
     load_data,
     load_specs,
     make_settings,
+    max_processes,
     metric_label,
     parse_floats,
     pm,
@@ -240,6 +242,9 @@ def compare(
     dev = check_device(device)
     mode = check_vectorize(vectorize)
     set_threads(threads)
+    if jobs > max_processes():
+        raise UsageError(f"--jobs must be at most {max_processes()} (4 per CPU core of this machine), got {jobs}")
+    check_writable(out)
     runner = make_executor(executor, address, retries, str(dev), jobs=jobs, threads=threads)
     loaded = load_specs(specs, reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
     if distributed.wanted(ddp):

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from symfw.core.data import load_events, resolve_data, save_events, target_summary
 from symfw.core.errors import UsageError
+from symfw.core.io import check_writable, jsonable
 
 from ._common import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, parse_floats, registry_with
 
@@ -57,8 +58,7 @@ def generate(
     """
     if out.suffix.lower() not in SUFFIXES:
         raise UsageError(f"--out {out}: unknown file type '{out.suffix}'; use .npz, .h5 or .hdf5")
-    if out.exists() and out.is_dir():
-        raise UsageError(f"--out {out}: is a directory")
+    check_writable(out, directory=False)
     if seed < 0:
         raise UsageError(f"--seed must be >= 0, got {seed}")
     reg = registry_with(registry)
@@ -103,7 +103,7 @@ def generate(
             save_events(data, out)
     summary = data.describe()
     if json_:
-        out_console.print_json(json.dumps({"file": str(out), **summary}))
+        out_console.print_json(json.dumps(jsonable({"file": str(out), **summary}), allow_nan=False))
     if not quiet:
         err_console.print(
             f"wrote {out}: {summary['n_events']:,} events ({summary['n_signal']:,} signal, "
@@ -193,13 +193,15 @@ def inspect(
     if slice_by not in insp.VARIABLES:
         raise UsageError(f"--slice-by: unknown variable '{slice_by}'; known: {', '.join(insp.VARIABLES)}")
     edges = insp.check_edges(parse_edges(slices))
+    if plots is not None:
+        check_writable(plots, "--plots")
     data = load_events(file)
     summary = {**insp.summarize(data, slice_by=slice_by, edges=edges), "target": target_summary(data)}
     written = []
     if plots is not None:
         written = [str(p) for p in insp.write_plots(data, plots, slice_by=slice_by, edges=edges)]
     if json_:
-        out_console.print_json(json.dumps({"file": str(file), **summary, "plots": written}))
+        out_console.print_json(json.dumps(jsonable({"file": str(file), **summary, "plots": written}), allow_nan=False))
     else:
         for table in summary_tables(summary):
             out_console.print(table)

@@ -69,9 +69,15 @@ def _rank_main(request: DdpRequest, torchrun: bool = False) -> dict[str, Any] | 
 
 
 def wanted(nproc: int | None) -> bool:
-    """Whether the command trains data-parallel: ``--ddp N``, or started by torchrun."""
+    """Whether the command trains data-parallel: ``--ddp N`` (at most 4 per CPU core), or started by torchrun."""
     from symfw.core.distributed import launched_by_torchrun
 
+    from ._common import max_processes
+
+    if nproc is not None and nproc < 1:
+        raise UsageError(f"--ddp must be >= 1, got {nproc}")
+    if nproc is not None and nproc > max_processes():
+        raise UsageError(f"--ddp must be at most {max_processes()} (4 per CPU core of this machine), got {nproc}")
     return nproc is not None or launched_by_torchrun()
 
 

@@ -21,12 +21,16 @@ from ._common import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_
 app = make_app("Diagnose models: invariance under the spec's group.")
 
 RUN_MARKER = "run.json"
+MAX_THETA = 700.0  # |θ| of --rapidities: exp(θ) overflows float64 beyond ~709
 
 
 def _floats(text: str, option: str) -> list[float]:
     values = parse_floats(text, option, "0,0.5,1")
     if any(not math.isfinite(v) or v < 0 for v in values):
         raise UsageError(f"{option}: expected non-negative finite numbers, got '{text}'")
+    if max(values) > MAX_THETA:
+        raise UsageError(f"{option}: at most {MAX_THETA:g} (exp(θ) overflows double precision beyond ~709), "
+                         f"got {max(values):g}")
     return sorted(set(values))
 
 
@@ -34,14 +38,18 @@ def _expand(targets: list[str]) -> list[tuple[str, str | None]]:
     """(target, label): a ``symfw compare`` output folder stands for its runs, in the compared
     order (with a learning-rate grid, the chosen runs), labelled with their spec names."""
     from symfw.core.compare import compared_runs
+    from symfw.core.runs import read_json_object
 
     out = []
     for target in targets:
         path = Path(target)
         if path.is_dir() and not (path / RUN_MARKER).is_file() and (path / "compare.json").is_file():
-            summary = json.loads((path / "compare.json").read_text())
-            runs = [(str(path / run), name) for run, name in zip(compared_runs(summary), summary.get("specs", []))
-                    if (path / run / RUN_MARKER).is_file()]
+            summary = read_json_object(path / "compare.json", {"specs": list})
+            try:
+                runs = [(str(path / run), str(name)) for run, name in zip(compared_runs(summary), summary["specs"])
+                        if (path / run / RUN_MARKER).is_file()]
+            except (KeyError, TypeError, AttributeError):
+                raise UsageError(f"{path / 'compare.json'}: not a symfw compare.json (its selection is damaged)") from None
             if runs:
                 out.extend(runs)
                 continue
@@ -79,9 +87,7 @@ def _events(data: str | None, events: int, seed: int, settings: dict | None, reg
     if settings is not None and (data is None or data == settings.get("data")):
         from symfw.core.training import RunSettings, prepare_split
 
-        run_settings = RunSettings(
-            **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items() if k in RunSettings.__dataclass_fields__}
-        )
+        run_settings = RunSettings.from_record(settings)
         full = resolve_data(run_settings.data, n_events=run_settings.events, seed=run_settings.seed, registry=reg)
         test = prepare_split(full, run_settings).test
         return full.subset(np.sort(test)[:events]), f"test split of the run's data ({run_settings.data})"
@@ -153,10 +159,14 @@ def invariance(
         plot_invariance,
         summary_ratios,
     )
-    from symfw.core.io import atomic_write_json
+    from symfw.core.io import atomic_write_json, check_writable, jsonable
 
     if events < 1:
         raise UsageError(f"--events must be >= 1, got {events}")
+    if not 0 <= seed < 2**32:
+        raise UsageError(f"--seed must be in [0, 2^32), got {seed}")
+    if out is not None:
+        check_writable(out)
     grid = _floats(parameters, "--rapidities")
     names = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
     reg = registry_with(registry)
@@ -199,7 +209,7 @@ def invariance(
         if kept_curves:
             plot_invariance(kept_curves, claimed_plot_path(out / "invariance.png"))
     if json_:
-        typer.echo(json.dumps(payload, indent=2))
+        typer.echo(json.dumps(jsonable(payload), indent=2, allow_nan=False))
     else:
         out_console.print(f"{len(sample):,} events: {where}")
         for prob in (False, True):

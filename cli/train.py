@@ -9,6 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from symfw.core.io import check_writable
+from symfw.core.runs import safe_dirname
+
 from . import ddp as distributed
 from ._common import (
     BatchOpt,
@@ -114,7 +117,8 @@ def train(
     mode = check_vectorize(vectorize)
     set_threads(threads)
     (the_spec,) = load_specs([spec], reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
-    out = out if out is not None else Path("runs") / the_spec.name
+    out = out if out is not None else Path("runs") / safe_dirname(the_spec.name)  # never outside runs/
+    check_writable(out)
     if distributed.wanted(ddp):
         request = distributed.DdpRequest("train", (the_spec,), settings, out, resume, str(dev), tuple(registry or ()),
                                          quiet)
