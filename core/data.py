@@ -40,7 +40,12 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 @dataclass
 class EventData:
-    """Labelled events. Arrays are NumPy; ``tensors()`` gives torch views for training."""
+    """Labelled events. Arrays are NumPy; ``tensors()`` gives torch views for training.
+
+    Events read from files or made by a dataset plugin (:func:`validate`) hold ``p4`` and
+    ``p4_true`` as float32 — the models' precision, half the memory of float64 — and weights
+    and targets as float64.
+    """
 
     p4: np.ndarray
     label: np.ndarray
@@ -145,7 +150,7 @@ def class_name(cls: int) -> str:
 
 
 def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
-    """Check arrays against the file format and build :class:`EventData` (float64 p4)."""
+    """Check arrays against the file format and build :class:`EventData` (float32 p4)."""
 
     def fail(msg: str):
         raise DataError(f"{origin}: {msg}")
@@ -258,8 +263,11 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
     meta = arrays.get("meta") or {}
     if not isinstance(meta, dict):
         fail("meta: expected a JSON object")
+    # four-vectors are held as float32 (what the models compute in; half the memory of float64);
+    # quantities that cancel (masses, d_ij) are computed from them in float64 where they are used
     return EventData(
-        p4=p4, label=label, mask=mask, weight=weight, p4_true=p4_true, target=target, meta=dict(meta)
+        p4=p4.astype(np.float32), label=label, mask=mask, weight=weight,
+        p4_true=None if p4_true is None else p4_true.astype(np.float32), target=target, meta=dict(meta),
     )
 
 
