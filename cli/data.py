@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -47,6 +48,7 @@ def generate(
     reweight: Annotated[str | None, typer.Option(help="Background reweighting: weights, resample or none.")] = None,
     reweight_variable: Annotated[str | None, typer.Option(help="Reweight in: leading-pt or dimuon-pt.")] = None,
     signal_fraction: Annotated[float | None, typer.Option(help="Share of signal events.")] = None,
+    process: Annotated[str | None, typer.Option("--process", help="jets: the processes, one class each, e.g. top,qcd.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Any plugin option as KEY=VALUE (repeatable; JSON values).")] = None,
     json_: JsonOpt = False,
     registry: RegistryOpt = None,
@@ -72,6 +74,7 @@ def generate(
         "reweight": reweight,
         "reweight_variable": reweight_variable,
         "signal_fraction": signal_fraction,
+        "processes": process,
     }
     options.update({k: v for k, v in shortcuts.items() if v is not None})
 
@@ -92,7 +95,9 @@ def generate(
         bar.update(task, completed=done, total=total)
 
     try:
+        start = time.perf_counter()
         data = resolve_data(dataset, n_events=events, seed=seed, options=options, registry=reg, progress=progress)
+        seconds = time.perf_counter() - start
     finally:
         if bar.live.is_started:
             bar.stop()
@@ -107,7 +112,8 @@ def generate(
     if not quiet:
         err_console.print(
             f"wrote {out}: {summary['n_events']:,} events ({summary['n_signal']:,} signal, "
-            f"{summary['n_background']:,} background), seed {seed}"
+            f"{summary['n_background']:,} background), seed {seed}; made in {seconds:.1f} s "
+            f"({summary['n_events'] / max(seconds, 1e-9):,.1f} events/s)"
         )
 
 
