@@ -57,7 +57,7 @@ class DetectorOptions(Options):
 
 
 def _np(fn, p4):
-    return fn(torch.from_numpy(p4)).numpy()
+    return fn(torch.from_numpy(p4 if p4.flags.writeable else p4.copy())).numpy()  # (Ray returns read-only arrays)
 
 
 def measure(p4, charge, pid, jet, options: DetectorOptions, rng):

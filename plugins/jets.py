@@ -77,6 +77,8 @@ class JetsOptions(Options):
     chunk_size: int = Field(250, ge=1, description="jets per Pythia run (part of the seed: changing it changes the jets)")
     workers: int | None = Field(None, ge=1, description="processes generating (null: every core); the jets do not depend on it")
     cache: bool = Field(True, description="reuse particle-level chunks from $SYMFW_CACHE or ~/.cache/symfw/jets")
+    executor: Literal["local", "ray"] = Field("local", description="local: `workers` processes here; ray: one Ray task per chunk")
+    ray_address: str | None = Field(None, description="the Ray cluster to join ('auto', 'host:6379'; null: start a local one)")
 
     @field_validator("processes", mode="before")
     @classmethod
@@ -261,6 +263,10 @@ def _run_chunk(args):
     return generate_chunk(*args, counter=_COUNTER)
 
 
+def _ray_chunk(task, _shared):
+    return generate_chunk(*task[1])
+
+
 # --------------------------------------------------------------------------- cache
 
 
@@ -395,6 +401,8 @@ class Jets(DatasetSource):
                 process, c, _ = tasks[i]
                 write_chunk(chunk_path(chunk_settings(o, process), seed, c), chunk)
 
+        if o.executor == "ray" and todo:
+            return self._on_ray(todo, out, finished, done, total, progress)
         if workers <= 1:
             for i, args in todo:
                 finished(i, generate_chunk(*args, counter=counter))
@@ -415,11 +423,28 @@ class Jets(DatasetSource):
                 raise
         return out
 
+    def _on_ray(self, todo, out, finished, done, total, progress):
+        """One Ray task per chunk (symfw's RayExecutor: joins ``ray_address``, retries lost workers)."""
+        from symfw.core.executors import RayExecutor
+
+        made = [done]
+
+        def on_done(task, chunk):
+            finished(task[0], chunk)
+            made[0] += len(chunk["count"])
+            if progress is not None:
+                progress(made[0], total)
+
+        failures = RayExecutor(address=self.options.ray_address).map(_ray_chunk, todo, None, on_done)
+        if failures:
+            raise SymfwError(f"jets: {len(failures)} of {len(todo)} chunks failed on Ray; first: {failures[0].error}")
+        return out
+
     def _meta(self, seed, chunks):
         o = self.options
         meta = {"source": "jets", "seed": int(seed), "processes": ",".join(o.processes),
                 "radius": o.jet_radius, "pythia_events": int(sum(int(c["event"][-1]) + 1 for c in chunks))}
-        skip = {"n_events", "processes", "radius", "detector", "workers", "cache"}
+        skip = {"n_events", "processes", "radius", "detector", "workers", "cache", "executor", "ray_address"}
         values = {**o.model_dump(exclude=skip), "pthat_range": o.pthat}
         if o.detector is None:
             values["detector"] = None

@@ -340,3 +340,15 @@ def test_train_takes_data_jets(cache, runner, cli, tmp_path):
                                  "--out", str(tmp_path / "run"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "test AUC" in result.stdout
+
+
+@pytest.mark.slow
+def test_ray_makes_the_same_jets(cache):
+    pytest.importorskip("ray")
+
+    def make(executor):
+        o = J.JetsOptions(processes=["qcd", "top"], chunk_size=2, workers=1, cache=False, executor=executor)
+        return J.Jets(o).generate(8, 5)
+
+    local, remote = make("local"), make("ray")
+    assert np.array_equal(local.p4, remote.p4) and np.array_equal(local.target, remote.target)
