@@ -15,6 +15,7 @@ it wrote, or None when there is nothing to plot.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,10 @@ def plot_auc_vs_epoch(results: Sequence[dict], path: Path, names: Sequence[str] 
         main = _main(result)
         epochs = np.asarray(main["curves"]["epoch"])
         auc = np.asarray([_nan(row) for row in main["curves"][f"val_{metric}"]])
-        mean = np.nanmean(auc, axis=1)
-        std = np.nanstd(auc, axis=1, ddof=1) if auc.shape[1] > 1 else np.zeros_like(mean)
+        with warnings.catch_warnings():  # an epoch where every member diverged (all NaN) is a gap
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(auc, axis=1)
+            std = np.nanstd(auc, axis=1, ddof=1) if auc.shape[1] > 1 else np.zeros_like(mean)
         ax.plot(epochs, mean, color=color, label=f"{name} ({auc.shape[1]} seed{'s' * (auc.shape[1] != 1)})")
         ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
     main = _main(results[0])
@@ -121,7 +124,7 @@ def plot_general_weight(results: Sequence[dict], path: Path, names: Sequence[str
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for (name, c), color in zip(curves, _colors(len(curves))):
-        x, mean, std = np.asarray(c["pt_centers"]), _nan(c["mean"]), _nan(c["std"])
+        x, mean, std = _nan(c["pt_centers"]), _nan(c["mean"]), _nan(c["std"])  # empty bins: None
         ax.plot(x, mean, color=color, label=f"{name} ({len(c['per_member'])} seed{'s' * (len(c['per_member']) != 1)})")
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
     ax.set_xlabel(curves[0][1].get("variable", PT_LABEL))
