@@ -5,8 +5,8 @@
 #   study/run.sh medium [STUDY...]   # the size docs/study.md reports (~1 hour of one core)
 #   study/run.sh paper  [STUDY...]   # the papers' settings (100 epochs, 5 seeds, 20k/100k events): many hours here
 #
-# STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution
-# (default: all but the fig4lr ones, in that order).
+# STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution jets
+# (default: all but the fig4lr and jets ones, in that order; jets needs symfw[jets]: Pythia 8 + FastJet).
 # Runs go to runs/study/<mode>/ (resumable: rerunning continues where it stopped); figures are
 # copied to docs/study/<mode>/; each step's table is kept in runs/study/<mode>/<step>.table.txt
 # and its wall time in times.txt. The same base seed (--seed 1) gives every model the same data,
@@ -19,9 +19,9 @@ shift || true
 STUDIES=${*:-fig4 fig6 appA appC seal spurions resolution}
 SYMFW=${SYMFW:-.venv/bin/symfw}
 case "$MODE" in
-  quick)  SMALL=6000;  LARGE=10000;  EPOCHS=6;   SEEDS=2; FRACS=0.2,0.5,1.0;            DIAG=1000;  RES="0 0.2"; SLOPES="0.004" ;;
-  medium) SMALL=20000; LARGE=40000;  EPOCHS=25;  SEEDS=3; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=3000;  RES="0 0.1 0.2"; SLOPES="0.002 0.004" ;;
-  paper)  SMALL=20000; LARGE=100000; EPOCHS=100; SEEDS=5; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=10000; RES="0 0.05 0.1 0.15 0.2"; SLOPES="0.002 0.004" ;;
+  quick)  SMALL=6000;  LARGE=10000;  EPOCHS=6;   SEEDS=2; FRACS=0.2,0.5,1.0;            DIAG=1000;  RES="0 0.2"; SLOPES="0.004"; JETS=2000; JET_EPOCHS=4 ;;
+  medium) SMALL=20000; LARGE=40000;  EPOCHS=25;  SEEDS=3; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=3000;  RES="0 0.1 0.2"; SLOPES="0.002 0.004"; JETS=20000; JET_EPOCHS=15 ;;
+  paper)  SMALL=20000; LARGE=100000; EPOCHS=100; SEEDS=5; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=10000; RES="0 0.05 0.1 0.15 0.2"; SLOPES="0.002 0.004"; JETS=100000; JET_EPOCHS=50 ;;
   *) echo "usage: study/run.sh quick|medium|paper [STUDY...]" >&2; exit 2 ;;
 esac
 OUT=runs/study/$MODE
@@ -79,7 +79,21 @@ for study in $STUDIES; do
       step "resolution-slope-$slope" $SYMFW compare pfn invariant hybrid --data "$OUT/zmumu-slope$slope.npz" \
         "${COMMON[@]}" --out "$OUT/resolution-slope-$slope"
     done ;;
-  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution" >&2; exit 2 ;;
+  jets)  # top vs QCD jets (Pythia 8 + FastJet + the parametric detector): neural models vs boosted trees on substructure,
+         # then the top four-momentum from top jets vs the jet's own four-momentum
+    JET_COMMON=(--seed 1 --seeds 2 --epochs "$JET_EPOCHS" --jobs 2 --threads 1 --resume --quiet)
+    JETS_FILE=$OUT/jets-qcd-top.npz  # top = label 1, the signal
+    [ -e "$JETS_FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --out "$JETS_FILE" --quiet > /dev/null
+    step jets-tagging $SYMFW compare pfn-jets hybrid-jets --data "$JETS_FILE" "${JET_COMMON[@]}" --out "$OUT/jets-tagging"
+    .venv/bin/python study/jet_baseline.py "$JETS_FILE" --seed 1 --json "$OUT/jets-bdt.json" > "$OUT/jets-bdt.table.txt"
+    cat "$OUT/jets-bdt.table.txt"
+    # PELICAN costs ~10x a PFN per jet here: the same split and seeds, fewer epochs
+    step jets-pelican $SYMFW train pelican-jets --data "$JETS_FILE" --seed 1 --seeds 1 \
+      --epochs "$(( (JET_EPOCHS + 2) / 3 ))" --threads 2 --resume --quiet --out "$OUT/jets-pelican"
+    [ -e "$OUT/jets-top.npz" ] || .venv/bin/python study/select_class.py "$JETS_FILE" "$OUT/jets-top.npz" --label 1
+    step jets-top-reco $SYMFW compare pfn-jets-regression hybrid-jets-regression --data "$OUT/jets-top.npz" \
+      "${JET_COMMON[@]}" --out "$OUT/jets-top-reco" ;;
+  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution jets" >&2; exit 2 ;;
   esac
 done
 echo "== done: tables in $OUT/*.table.txt, times in $OUT/times.txt, figures in $FIG" >&2
