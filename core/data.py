@@ -190,7 +190,7 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
     bad = values[(values < 0) | (values != np.floor(values))]
     if len(bad):
         fail(f"label: values must be integers 0, 1, …, C−1 (class indices), found {bad[:5].tolist()}")
-    if len(values) < 2:
+    if len(values) < 2 and arrays.get("target") is None:  # one class is fine for a regression sample
         fail(f"label: only one class present ({int(values[0])}); need signal and background")
     gaps = values != np.arange(len(values))
     if gaps.any():  # sorted distinct non-negative integers: the first mismatch is the first missing class
@@ -232,7 +232,7 @@ def validate(arrays: dict[str, Any], origin: str = "data") -> EventData:
         check_finite("weight", weight)
         if (weight < 0).any():
             fail("weight: negative weights are not supported")
-        for cls in (1, 0, *range(2, len(values))):
+        for cls in values.astype(int) if len(values) < 2 else (1, 0, *range(2, len(values))):
             if not weight[label == cls].sum() > 0:
                 fail(f"weight: the {class_name(cls)} events have zero total weight")
 
@@ -411,7 +411,7 @@ def make_split(
     """Stratified by label: each class is shuffled with ``seed`` and cut by ``fractions``.
 
     Each part is shuffled again so classes interleave; no index appears in two parts. Every
-    part must hold every class (for binary labels: both).
+    part must hold every class (for binary labels: both; a regression sample may hold one).
     """
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
@@ -429,7 +429,7 @@ def make_split(
         if len(part) == 0:
             raise DataError(f"the {name} split is empty; use more events")
         present = np.unique(labels[part])
-        if len(present) < 2:
+        if len(present) < 2 <= len(classes):
             raise DataError(f"the {name} split holds only one class; use more events")
         if len(present) < len(classes):
             missing = np.setdiff1d(classes, present)[0]

@@ -29,6 +29,8 @@ class Binary(Task):
 
     def targets(self, data) -> np.ndarray:
         classes = np.unique(data.label)
+        if len(classes) < 2:
+            raise DataError(f"task binary: the labels hold one class only ({classes[0]}); need signal and background")
         if not set(classes.tolist()) <= {0, 1}:
             raise DataError(
                 f"task binary: labels must be 0 or 1, found {len(classes)} classes "

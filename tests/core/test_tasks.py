@@ -160,3 +160,17 @@ def test_the_weight_curve_is_drawn_against_the_models_breaking_variable():
         # the bin edges are quantiles of this variable over the test events
         assert values.min() - 1e-6 <= edges[context].min() and edges[context].max() <= values.max() + 1e-6
     assert not np.allclose(edges["leading-pt"], edges["system-pt"])
+
+
+def test_a_regression_sample_may_hold_one_class_and_a_classifier_refuses_it(tmp_path):
+    from symfw.core.data import load_events, save_events
+
+    data = with_target(toy_events(200))
+    one = EventData(p4=data.p4, label=np.zeros(200, dtype=np.int64), mask=data.mask, weight=data.weight,
+                    target=data.target, meta={})
+    save_events(one, tmp_path / "one.npz")
+    back = load_events(tmp_path / "one.npz")  # allowed: the sample carries a regression target
+    f = run_training(spec_of("pfn", epochs=1, task={"name": "regression"}), back, RunSettings(data="one"))
+    assert f["fractions"][0]["n_train"] == 120
+    with pytest.raises(DataError, match="task binary: the labels hold one class only"):
+        run_training(spec_of("pfn", epochs=1), back, RunSettings(data="one"))
