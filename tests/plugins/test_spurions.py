@@ -245,6 +245,7 @@ PRESET_RESIDUAL = {
     "hybrid-jets-regression": "trivial",
     "pelican-jets": "lorentz",
     "pelican-jets-four-vector": "lorentz",
+    "pfn-jets-four-vector": "trivial",
 }
 
 
