@@ -301,7 +301,7 @@ class ProcessExecutor:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         failures: list[Failure] = []
-        pending = list(tasks)
+        pending, retry = list(tasks), []
         for _ in range(self.max_retries + 1):
             if not pending:
                 break

@@ -170,6 +170,10 @@ def test_trials_in_two_processes_give_the_results_of_one_after_the_other(specs, 
         assert results_of(tmp_path, name) == results_of(ref_out, name)
     with pytest.raises(UsageError, match="--jobs is for the local executor"):
         X.make_executor("ray", jobs=2)
+    # resumed when everything is done: nothing to run, the same summary read back
+    again = run_compare(specs, data, SETTINGS, tmp_path, vectorize="no", plots=False, resume=True,
+                        executor=X.ProcessExecutor(jobs=2, threads=1))
+    assert comparable(again) == comparable(ref)
 
 
 def test_bad_input_in_a_task_is_not_retried(specs, data, tmp_path):
