@@ -350,14 +350,14 @@ class VectorizedStepper(Stepper):
     mode = "vectorized"
 
 
-def local_stepper(ens: Ensemble, job: EnsembleJob, probe: Batch, terms: Sequence[PenaltyTerm]) -> Stepper:
+def local_stepper(ens: Ensemble, job: EnsembleJob, probe: Callable[[], Batch], terms: Sequence[PenaltyTerm]) -> Stepper:
     """Vectorised when asked, or (auto) when there are several members and one vmapped step works."""
     if job.vectorize == "no":
         return SequentialStepper(ens, "requested")
     if job.vectorize == "auto" and len(job.seeds) == 1:
         return SequentialStepper(ens, "one member")
     if job.vectorize == "auto":
-        reason = ens.probe_vectorized(probe, terms)
+        reason = ens.probe_vectorized(probe(), terms)
         if reason is not None:
             return SequentialStepper(ens, f"vmap failed: {reason}")
     return VectorizedStepper(ens)
@@ -437,7 +437,9 @@ def train_ensemble(
 
         stepper: Stepper = DataParallelStepper(ens, parallel)
     else:
-        probe = tensors.batch(batch_order(train_idx, job.seeds, 0, device)[:, : cfg.batch_size])
+        def probe() -> Batch:  # the first batch, built only when a vmapped step is to be tried
+            return tensors.batch(batch_order(train_idx, job.seeds, 0, device)[:, : cfg.batch_size])
+
         stepper = local_stepper(ens, job, probe, [PenaltyTerm(r.name, p, 1.0) for r, p in penalties])
     ens.vectorize = stepper.mode == "vectorized"
     steps = stepper.steps(len(train_idx), cfg.batch_size)
