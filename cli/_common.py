@@ -122,8 +122,14 @@ def parse_floats(text: str, option: str, example: str = "0.1,0.5,1.0") -> list[f
     return values
 
 
-def make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context="leading-pt"):
+def make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context="leading-pt", registry=None):
     from symfw.core.training import RunSettings
+
+    if registry is not None:  # before any data is made: the cut variable must exist
+        try:
+            registry.get("context", cut_context)
+        except SymfwError as exc:
+            raise UsageError(f"--cut-context: {exc}") from None
 
     parsed = (1.0,) if fractions is None else tuple(parse_floats(fractions, "--fractions", "0.1,0.5,1.0"))
     try:

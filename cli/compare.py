@@ -238,7 +238,7 @@ def compare(
         raise UsageError("--lr and --lr-grid exclude each other: the grid chooses the learning rate")
     grid = parse_floats(lr_grid, "--lr-grid", "3e-4,1e-3,3e-3") if lr_grid is not None else None
     reg = registry_with(registry)
-    settings = make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context)
+    settings = make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context, reg)
     dev = check_device(device)
     mode = check_vectorize(vectorize)
     set_threads(threads)

@@ -112,7 +112,7 @@ def train(
     from symfw.core.training import run_training
 
     reg = registry_with(registry)
-    settings = make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context)
+    settings = make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context, reg)
     dev = check_device(device)
     mode = check_vectorize(vectorize)
     set_threads(threads)

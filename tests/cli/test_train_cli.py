@@ -48,6 +48,8 @@ def one_line_exit_2(result, starts):
         (["train", "pfn", "--epochs", "0"], "Error: --epochs:"),
         (["train", "pfn", "--vectorize", "maybe"], "Error: --vectorize must be auto, yes or no"),
         (["train", "pfn", "--threads", "0"], "Error: --threads must be >= 1, got 0"),
+        (["train", "pfn", "--cut-context", "nope"], "Error: --cut-context: unknown context 'nope'; known:"),
+        (["compare", "pfn", "hybrid", "--jobs", "0"], "Error: --jobs must be >= 1"),
         (["train", "pfn", "--data", "nosuch.npz"], "Error: nosuch.npz: no such file"),
         (["compare", "pfn"], "Error: compare needs at least two specs"),
         (["compare", "pfn", "nosuchspec"], "Error: nosuchspec: neither a spec file nor a preset"),
