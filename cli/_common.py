@@ -72,6 +72,8 @@ EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs
 LrOpt = Annotated[float | None, typer.Option("--lr", help="AdamW learning rate (default: the spec's).")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", help="Batch size (default: the spec's, 128).")]
 WdOpt = Annotated[float | None, typer.Option("--weight-decay", help="AdamW weight decay (default: the spec's, 0.01).")]
+ScheduleOpt = Annotated[str | None, typer.Option(
+    "--schedule", help="Learning rate per epoch: constant, or cosine (from --lr to 0) (default: the spec's, constant).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Base seed: data, split, and every member's seed.")]
 FractionsOpt = Annotated[
     str | None, typer.Option("--fractions", help="Training fractions to sweep, e.g. 0.05,0.1,0.2,0.5,1.0.")
@@ -99,7 +101,8 @@ DdpOpt = Annotated[
 ]
 
 # options that name a spec field: a core error about the field names the option too
-SPEC_OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "weight_decay": "--weight-decay"}
+SPEC_OPTIONS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "weight_decay": "--weight-decay",
+                "schedule": "--schedule"}
 
 
 def registry_with(extra: list[Path] | None):

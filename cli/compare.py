@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,6 +34,7 @@ from ._common import (
     TaskProgress,
     ThreadsOpt,
     VectorizeOpt,
+    ScheduleOpt,
     WdOpt,
     check_device,
     check_vectorize,
@@ -176,6 +178,7 @@ def compare(
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
     weight_decay: WdOpt = None,
+    schedule: ScheduleOpt = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Ensemble members per spec (same seeds for every spec).")] = 3,
     seed: SeedOpt = 0,
     fractions: FractionsOpt = None,
@@ -195,6 +198,15 @@ def compare(
             "--invariance",
             help="Also measure each spec's |Δ logit| under the first spec's group on test events "
             "(as symfw diagnose invariance); writes invariance.png.",
+        ),
+    ] = False,
+    matched_init: Annotated[
+        bool,
+        typer.Option(
+            "--matched-init",
+            help="Start every spec as the same function: weights beyond the input layers copied from the first "
+            "spec (same seeds), input features not common to all specs at zero weight; compare.json records the "
+            "largest first-batch output difference. Specs that differ beyond their input layers are refused.",
         ),
     ] = False,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output directory: compare.json, plots, a run per spec.")] = Path(
@@ -239,6 +251,8 @@ def compare(
     grid = parse_floats(lr_grid, "--lr-grid", "3e-4,1e-3,3e-3") if lr_grid is not None else None
     reg = registry_with(registry)
     settings = make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context, reg)
+    if matched_init:
+        settings = dataclasses.replace(settings, matched_init=True)
     dev = check_device(device)
     mode = check_vectorize(vectorize)
     set_threads(threads)
@@ -246,7 +260,8 @@ def compare(
         raise UsageError(f"--jobs must be at most {max_processes()} (4 per CPU core of this machine), got {jobs}")
     check_writable(out)
     runner = make_executor(executor, address, retries, str(dev), jobs=jobs, threads=threads)
-    loaded = load_specs(specs, reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+    loaded = load_specs(specs, reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                        schedule=schedule)
     if distributed.wanted(ddp):
         if executor != "local" or retries or jobs != 1:
             raise UsageError("--ddp trains every task data-parallel in this machine's processes: use --executor local")
@@ -279,5 +294,9 @@ def compare(
     ):
         if table is not None:
             console.print(table)
+    if summary.get("matched_init") and not quiet:
+        m = summary["matched_init"]
+        err_console.print(f"matched initialisation to '{m['reference']}': largest first-batch output difference "
+                          f"{m['first_batch_max_difference']:.2e} ({m['dtype']}, {m['probe_events']} events)")
     if not quiet:
         err_console.print(f"wrote {out / 'compare.json'} and {', '.join(Path(p).name for p in summary['plots'])}")

@@ -32,6 +32,7 @@ from ._common import (
     SeedOpt,
     ThreadsOpt,
     VectorizeOpt,
+    ScheduleOpt,
     WdOpt,
     check_device,
     check_vectorize,
@@ -87,6 +88,7 @@ def train(
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
     weight_decay: WdOpt = None,
+    schedule: ScheduleOpt = None,
     seeds: Annotated[int, typer.Option("--seeds", help="Ensemble members (different inits and batch orders).")] = 1,
     seed: SeedOpt = 0,
     fractions: FractionsOpt = None,
@@ -116,7 +118,8 @@ def train(
     dev = check_device(device)
     mode = check_vectorize(vectorize)
     set_threads(threads)
-    (the_spec,) = load_specs([spec], reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay)
+    (the_spec,) = load_specs([spec], reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                        schedule=schedule)
     out = out if out is not None else Path("runs") / safe_dirname(the_spec.name)  # never outside runs/
     check_writable(out)
     if distributed.wanted(ddp):

@@ -255,6 +255,16 @@ def run_compare(
     else:
         runs = [_with_lr(spec, lr) for spec in specs for lr in grid]
         run_names = [f"{name}/{lr_dirname(lr)}" for name in names for lr in grid]
+    matched, matched_record = None, None
+    if settings.matched_init:  # refused here, before anything is written, when the specs cannot be matched
+        from .matching import PROBE_EVENTS, MatchedInit, first_batch_difference
+        from .training import member_seeds
+
+        probe = data.subset(split.with_fraction(max(settings.fractions)).train[:PROBE_EVENTS]).tensors()
+        matched_record = first_batch_difference(specs, member_seeds(settings.seed, settings.seeds), probe["p4"],
+                                                probe["mask"], registry, dtype)
+        per_grid = 1 if grid is None else len(grid)
+        matched = [MatchedInit(tuple(specs), r // per_grid) for r in range(len(runs))]
     _on_main(parallel, lambda: check_claimable(out, COMPARE_MARKERS, nested=True))  # never write into someone else's folder
     lock = FolderLock(out)  # held by rank 0 from after the checks of train_runs to compare.json
 
@@ -267,21 +277,24 @@ def run_compare(
         results = train_runs(
             runs, [out / name for name in run_names], data, settings, names=run_names, executor=executor,
             resume=resume, device=device, vectorize=vectorize, registry=registry, on_epoch=on_epoch,
-            on_task=on_task, parallel=parallel, dtype=dtype, split=split, before_start=claim,
+            on_task=on_task, parallel=parallel, dtype=dtype, split=split, before_start=claim, matched=matched,
         )
         return _on_main(parallel, lambda: _summarise_and_write(
-            specs, results, names, grid, data, split, settings, out, registry, plots, invariance))
+            specs, results, names, grid, data, split, settings, out, registry, plots, invariance, matched_record))
     finally:
         lock.release()
 
 
-def _summarise_and_write(specs, results, names, grid, data, split, settings, out, registry, plots, invariance):
+def _summarise_and_write(specs, results, names, grid, data, split, settings, out, registry, plots, invariance,
+                         matched=None):
     selection = None
     if grid is not None:
         trials = [results[i * len(grid) : (i + 1) * len(grid)] for i in range(len(specs))]
         results, selection = select_on_validation(trials, grid, names)
     summary = summarize(results, names)
     summary["selection"] = selection
+    if matched is not None:
+        summary["matched_init"] = matched
     if invariance:
         from .diagnostics import invariance_summary
         from .training import load_members

@@ -59,7 +59,9 @@ class Ensemble:
     Members are built on the CPU and then moved to ``device`` (and ``dtype``, float32 unless
     asked), so a seed gives the same initial weights on every device. ``task`` gives the loss
     (the spec's task by default); ``output_affine`` = (shift, scale) sets every member's output
-    layer (:meth:`~symfw.core.model.SymfwModel.set_output_affine`, regression).
+    layer (:meth:`~symfw.core.model.SymfwModel.set_output_affine`, regression); ``init(seed)``
+    gives a member's initial state instead of its own (matched initialisation,
+    :mod:`symfw.core.matching`).
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class Ensemble:
         dtype: torch.dtype = torch.float32,
         task: Task | None = None,
         output_affine: tuple[torch.Tensor, torch.Tensor] | None = None,
+        init: Callable[[int], dict[str, torch.Tensor]] | None = None,
     ):
         if len(seeds) < 1:
             raise ValueError("an ensemble needs at least one member")
@@ -83,9 +86,10 @@ class Ensemble:
         self.dtype = dtype
         models = []
         for s in self.seeds:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(s)
-                models.append(build_model(spec, registry).to(device=self.device, dtype=dtype))
+            model = build_model(spec, registry, seed=s)
+            if init is not None:
+                model.load_state_dict(init(s))
+            models.append(model.to(device=self.device, dtype=dtype))
             if output_affine is not None:
                 models[-1].set_output_affine(*output_affine)
         if task is None:

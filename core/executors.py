@@ -88,6 +88,7 @@ class TrainTask:
     device: str = "cpu"
     vectorize: str = "auto"
     dtype: torch.dtype = torch.float32
+    matched: Any = None  # MatchedInit or None
 
     @property
     def label(self) -> str:
@@ -126,7 +127,7 @@ def run_task(
         job = EnsembleJob(
             spec=task.spec, split=task.split.with_fraction(task.fraction), seeds=[seeds[m] for m in task.members],
             device=device, vectorize=task.vectorize, train_pt_max=task.settings.train_pt_max, registry=registry,
-            cut_context=task.settings.cut_context,
+            cut_context=task.settings.cut_context, matched=task.matched,
         )
         tensors = Tensors.from_data(data, make_task(task.spec, registry), device, task.dtype)
         done = train_ensemble(job, tensors, directory, resume=True, on_epoch=on_epoch, parallel=parallel)
@@ -352,6 +353,7 @@ def _member_dirs(fdir: FractionDir, n: int) -> list[FractionDir]:
 def plan_tasks(
     specs: Sequence[Spec], runs: Sequence[RunDir | None], names: Sequence[str], settings: RunSettings, split: Split,
     split_members: bool, device: str = "cpu", vectorize: str = "auto", dtype: torch.dtype = torch.float32,
+    matched: Sequence[Any] | None = None,
 ) -> list[TrainTask]:
     """The tasks still to run: finished folders are skipped; a (spec, fraction) that has per-seed
     folders already keeps being trained per seed, so no finished seed is trained again."""
@@ -361,7 +363,8 @@ def plan_tasks(
         for fraction in sorted(settings.fractions):
             fdir = run.fraction(fraction) if run is not None else None
             where = str(fdir.root.resolve()) if fdir is not None else None
-            base = TrainTask(spec, name, i, settings, split, fraction, everyone, where, str(device), vectorize, dtype)
+            base = TrainTask(spec, name, i, settings, split, fraction, everyone, where, str(device), vectorize, dtype,
+                             matched[i] if matched is not None else None)
             if fdir is None:
                 tasks.append(base)
                 continue
@@ -417,6 +420,7 @@ def train_runs(
     split: Split | None = None,
     task_fn: Callable = run_task,
     before_start: Callable[[], None] | None = None,
+    matched: Sequence[Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every spec (into its run directory ``outs[i]``, or in memory when None) on one split
     of ``data``; the results per spec (``{spec, settings, data, split, fractions}``), in order.
@@ -426,6 +430,7 @@ def train_runs(
     new, empty or symfw's; then each run folder is locked (:class:`~symfw.core.runs.FolderLock`,
     held until this returns) and only then checked for a run already there and started.
     ``before_start`` runs (on rank 0) after those checks, before the locks are taken.
+    ``matched``: per spec, its :class:`~symfw.core.matching.MatchedInit` (or None).
 
     ``executor`` runs the tasks (:class:`LocalExecutor` by default); ``task_fn(task, data)``
     trains one (:func:`run_task`; replaceable, e.g. to wrap it). ``on_epoch`` reaches the
@@ -436,6 +441,8 @@ def train_runs(
     once every other task has finished and been gathered.
     """
     executor = executor or LocalExecutor()
+    if settings.matched_init and matched is None:
+        raise UsageError("matched initialisation needs the compared specs: use symfw compare --matched-init")
     if vectorize not in ("auto", "yes", "no"):
         raise UsageError(f"vectorize must be auto, yes or no, got '{vectorize}'")
     if parallel is not None and (not executor.in_process or executor.max_retries or executor.split_members):
@@ -476,16 +483,16 @@ def train_runs(
     try:
         _on_main(parallel, start)
         return _train_started(specs, runs, names, data, settings, split, data_record, outs, executor, device,
-                              vectorize, registry, on_epoch, on_task, dtype, parallel, task_fn)
+                              vectorize, registry, on_epoch, on_task, dtype, parallel, task_fn, matched)
     finally:
         for lock in locks:
             lock.release()
 
 
 def _train_started(specs, runs, names, data, settings, split, data_record, outs, executor, device, vectorize,
-                   registry, on_epoch, on_task, dtype, parallel, task_fn) -> list[dict[str, Any]]:
+                   registry, on_epoch, on_task, dtype, parallel, task_fn, matched) -> list[dict[str, Any]]:
     """The rest of :func:`train_runs`, its run folders locked and started: plan, train, gather."""
-    tasks = plan_tasks(specs, runs, names, settings, split, executor.split_members, device, vectorize, dtype)
+    tasks = plan_tasks(specs, runs, names, settings, split, executor.split_members, device, vectorize, dtype, matched)
     if executor.in_process:
         fn = partial(task_fn, registry=registry, on_epoch=on_epoch, parallel=parallel, return_files=False)
     else:

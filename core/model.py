@@ -256,8 +256,11 @@ class SymfwModel(nn.Module):
         return f"{self.residual_group.name} = {terms}{output}"
 
 
-def build_model(spec: Spec, registry: Registry | None = None) -> SymfwModel:
+def build_model(spec: Spec, registry: Registry | None = None, seed: int | None = None) -> SymfwModel:
     """Assemble the model a spec describes (float32, training mode).
+
+    ``seed``: initialise it with ``torch.manual_seed(seed)`` without touching the caller's random
+    state (how every ensemble member is built: the same seed gives the same weights anywhere).
 
     Plain ``nn.BatchNorm1d`` layers of plugins become symfw's subclass of it (same parameters and
     outputs) that can share its batch statistics with penalty passes (:mod:`symfw.core.nn`).
@@ -268,6 +271,10 @@ def build_model(spec: Spec, registry: Registry | None = None) -> SymfwModel:
     from .limits import check_model
 
     check_model(spec, registry)
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return build_model(spec, registry)
     try:
         model = SymfwModel(spec, registry)
     except SymfwError:

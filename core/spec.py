@@ -86,6 +86,8 @@ class Training(Strict):
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="learning rate per epoch: constant, or cosine from lr to 0 over the epochs")
     augment: Augment | None = None
 
 

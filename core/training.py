@@ -71,7 +71,8 @@ class RunSettings:
     and every spec) and, through :func:`member_seeds`, each member's initialisation and batch
     order. ``train_pt_max`` restricts training and validation to events whose breaking
     variable — that of the context ``cut_context``, leading-particle pT by default — is below
-    it (the extrapolation protocol); the test split keeps every event.
+    it (the extrapolation protocol); the test split keeps every event. ``matched_init``: the
+    compared specs start as one function (:mod:`symfw.core.matching`; ``compare --matched-init``).
     """
 
     data: str = "zmumu"
@@ -82,6 +83,7 @@ class RunSettings:
     train_pt_max: float | None = None
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     cut_context: str = "leading-pt"
+    matched_init: bool = False
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -217,6 +219,13 @@ def penalty_terms(spec: Spec, group, registry=None) -> list[tuple[PenaltyRef, An
     return out
 
 
+def lr_at(training, epoch: int) -> float:
+    """The learning rate of (0-based) ``epoch``: the spec's, or cosine-annealed from it to 0."""
+    if training.schedule == "cosine":
+        return training.lr * 0.5 * (1 + math.cos(math.pi * epoch / training.epochs))
+    return training.lr
+
+
 def lam_at(ref: PenaltyRef, epoch: int) -> float:
     """λ in (0-based) epoch ``epoch``: linear ramp from 0 over ``warmup_epochs``, then λ."""
     if ref.warmup_epochs <= 0:
@@ -263,6 +272,7 @@ class EnsembleJob:
     train_pt_max: float | None = None
     registry: Any = None
     cut_context: str = "leading-pt"
+    matched: Any = None  # a MatchedInit (symfw.core.matching): start as the compared models' common function
 
 
 def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -423,8 +433,18 @@ def train_ensemble(
     train_idx = torch.as_tensor(job.split.train, dtype=torch.long)
     train_t = torch.as_tensor(job.split.train, device=device)
     affine = task.prepare(tensors.target[train_t].to(tensors.p4.dtype), tensors.weight[train_t])
+    init = None
+    if job.matched is not None:
+        from .matching import PROBE_EVENTS, matched_state
+
+        probe_idx = torch.as_tensor(job.split.train[:PROBE_EVENTS], device=device)
+        probe_p4, probe_mask = tensors.p4[probe_idx].cpu(), tensors.mask[probe_idx].cpu()
+
+        def init(seed: int) -> dict[str, torch.Tensor]:
+            return matched_state(job.matched, seed, probe_p4, probe_mask, registry)
+
     ens = Ensemble(spec, job.seeds, device=device, registry=registry, dtype=tensors.p4.dtype, task=task,
-                   output_affine=affine)
+                   output_affine=affine, init=init)
     opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     penalties = penalty_terms(spec, ens.base.group, registry)
     augment = augmenter(spec, registry)
@@ -473,6 +493,8 @@ def train_ensemble(
             t0 = time.perf_counter()
             torch.manual_seed(penalty_seed(job.seeds, epoch))
             terms = terms_at(epoch)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, epoch)
             order = batch_order(train_idx, job.seeds, epoch, device)
             totals = train_epoch(stepper, opt, tensors, order, steps, terms, augment).tolist()
             if not stepper.is_main:

@@ -3,11 +3,23 @@
 Features are the upper triangle (i ≤ j) of d: the squared norms p_i² on the diagonal and
 the inner products p_i·p_j off it, N(N+1)/2 numbers per event; pairs with a padded particle
 are zero. Computed in float64 (cancellation in E_iE_j − p⃗_i·p⃗_j) and returned in the
-input dtype. With ``log``, each feature is sgn(d) log(1 + |d|/GeV²) (jets: products span
-many orders of magnitude); still exactly invariant.
+input dtype.
+
+Options for jets (many constituents, products spanning orders of magnitude):
+
+- ``log``: each feature is sgn(d) log(1 + |d|/GeV²); still exactly invariant.
+- ``leading = k`` (default 0: all): only the pairs among the first k particles (jets are pT-ordered), k(k+1)/2
+  features instead of N(N+1)/2 — 136 for k = 16 against 8,256 for all 128 constituents.
+- ``system``: append the invariants of the summed four-momentum J = Σ_i p_i over *all* real
+  particles: J² (the jet mass squared) and p_i·J for each of the first k particles.
+
+The ordering by pT is not Lorentz invariant, but every feature is a function of invariants of
+the event's particles taken in the order they are given, so the map is exactly invariant under
+any transformation applied to all particles (the ordering of the input is kept).
 """
 
 import torch
+from pydantic import Field
 
 from symfw.core import kinematics
 from symfw.core.hookspecs import hookimpl
@@ -23,15 +35,25 @@ class Minkowski(InvariantMap):
     class Options(Options):
         float64: bool = True
         log: bool = False
+        leading: int = Field(0, ge=0, description="only the pairs among the first k particles (0: all)")
+        system: bool = Field(False, description="append J² and p_i·J, J the sum of all particles")
 
     def __call__(self, p4, mask):
         work = p4.to(torch.float64) if self.options.float64 else p4
         m = mask.to(work.dtype)
-        d = kinematics.pairwise_mdot(work) * m[:, :, None] * m[:, None, :]
+        work = work * m[..., None]
+        k = min(self.options.leading or p4.shape[1], p4.shape[1])
+        lead = work[:, :k]
+        d = kinematics.pairwise_mdot(lead)
+        i, j = torch.triu_indices(k, k, device=p4.device)
+        parts = [d[:, i, j]]
+        if self.options.system:
+            total = work.sum(1, keepdim=True)
+            parts += [kinematics.mdot(total, total), kinematics.mdot(lead, total)]
+        feats = torch.cat(parts, dim=1)
         if self.options.log:
-            d = torch.sign(d) * torch.log1p(d.abs())
-        i, j = torch.triu_indices(p4.shape[1], p4.shape[1], device=p4.device)
-        return d[:, i, j].to(p4.dtype)
+            feats = torch.sign(feats) * torch.log1p(feats.abs())
+        return feats.to(p4.dtype)
 
 
 @hookimpl

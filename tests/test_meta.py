@@ -63,3 +63,26 @@ def test_example_specs_in_the_docs_load_and_build(path):
     spec = symfw.load_spec(path)
     assert spec.name == path.stem
     assert symfw.build_model(spec).hidden_neuron_counts()["total"] == 1152  # the paper's PFN
+
+
+def test_every_components_default_options_can_be_written_to_a_spec_file():
+    """Resolved options land in spec.toml; TOML has no null, so no default may be None (a
+    dataset's options go to data.json, not into the spec)."""
+    import tomli_w
+
+    reg = load_registry()
+    for kind, entries in reg.entries.items():
+        if kind == "dataset":
+            continue
+        for entry in entries.values():
+            options = getattr(entry.cls, "Options", None)
+            if options is None:
+                continue
+            try:
+                defaults = options().model_dump()
+            except Exception:  # noqa: BLE001 - options with required fields have no defaults to write
+                continue
+            try:
+                tomli_w.dumps({"options": defaults})
+            except TypeError as exc:
+                pytest.fail(f"{kind} {entry.name}: default options cannot be written to TOML ({exc})")

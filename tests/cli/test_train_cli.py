@@ -60,6 +60,10 @@ def one_line_exit_2(result, starts):
         (["compare", "pfn", "hybrid", "--lr-grid", "1e-3,0"], "Error: the learning-rate grid needs positive finite"),
         (["compare", "pfn", "hybrid", "--lr-grid", "1e-3,1.0000001e-3"], "Error: the learning-rate grid has values too"),
         (["compare", "pfn", "hybrid", "--lr-grid", "1e-3", "--lr", "1e-3"], "Error: --lr and --lr-grid exclude"),
+        (["train", "pfn", "--schedule", "warm"], "Error: --schedule: Input should be 'constant' or 'cosine'"),
+        (["compare", "pfn", "hybrid", "--schedule", "linear"], "Error: --schedule: Input should be 'constant'"),
+        (["compare", "pfn", "invariant", "--events", "300", "--matched-init"],
+         "Error: --matched-init: 'pfn', 'invariant' cannot be matched"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(runner, cli, args, starts, tmp_path):

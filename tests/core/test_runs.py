@@ -20,10 +20,10 @@ from symfw.core.runs import RunDir
 from symfw.core.training import RunSettings, run_training, with_training_overrides
 
 
-def small(preset="hybrid", epochs=4):
+def small(preset="hybrid", epochs=4, schedule="constant"):
     spec = symfw.load_spec(preset)
     spec = spec.model_copy(update={"head": spec.head.model_copy(update={"hidden": [32, 16]})})
-    return with_training_overrides(spec, epochs=epochs, batch_size=64)
+    return with_training_overrides(spec, epochs=epochs, batch_size=64, schedule=schedule)
 
 
 def without_times(results):
@@ -75,6 +75,18 @@ def test_killed_after_epoch_k_and_resumed_equals_uninterrupted(tmp_path, k):
     assert without_times(resumed) == without_times(full)
     for name in ("fraction-0.5/metrics.jsonl", "fraction-1/metrics.jsonl"):
         assert (tmp_path / "resumed" / name).read_text() == (tmp_path / "full" / name).read_text()
+
+
+def test_a_cosine_schedule_resumes_exactly_and_changes_the_training(tmp_path):
+    data = toy_events(300)
+    settings = RunSettings(data="toy", seeds=1)
+    cosine = small("pfn", epochs=3, schedule="cosine")
+    full = run_training(cosine, data, settings, tmp_path / "full")
+    with pytest.raises(Killed):
+        run_training(cosine, data, settings, tmp_path / "resumed", on_epoch=kill_after(2))
+    assert without_times(run_training(cosine, data, settings, tmp_path / "resumed", resume=True)) == without_times(full)
+    constant = run_training(small("pfn", epochs=3), data, settings, tmp_path / "constant")
+    assert without_times(constant)["fractions"] != without_times(full)["fractions"]
 
 
 def test_run_directory_holds_the_record_and_no_temp_files(tmp_path):

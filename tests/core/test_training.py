@@ -203,3 +203,12 @@ def test_penalty_randomness_is_seeded_by_the_members_trained_together():
     # ... reproducibly, and anew each epoch
     assert penalty_seed([a], 3) == penalty_seed([a], 3) != penalty_seed([a], 4)
     assert penalty_seed([a, b], 3) not in (penalty_seed([a], 3), penalty_seed([b], 3))
+
+
+def test_cosine_schedule_anneals_from_lr_to_zero():
+    from symfw.core.spec import Training
+    from symfw.core.training import lr_at
+
+    cfg = Training(lr=1e-2, epochs=4, schedule="cosine")
+    assert [round(lr_at(cfg, e), 6) for e in range(4)] == [0.01, 0.008536, 0.005, 0.001464]
+    assert lr_at(Training(lr=1e-2, epochs=4), 3) == 1e-2

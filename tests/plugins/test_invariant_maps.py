@@ -74,3 +74,34 @@ def test_leading_pt_is_the_maximum_over_real_particles():
     p4 = torch.tensor([[[50.0, 30, 40, 0], [100.0, 0, 100, 0]]])
     out = make("context", "leading-pt")(p4, torch.tensor([[True, False]]))
     assert out.tolist() == [[50.0]]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_minkowski_leading_and_system_are_lorentz_invariant(dtype):
+    p4 = random_events(500, 6, dtype=dtype, mass=0.105)
+    mask = torch.ones(500, 6, dtype=torch.bool)
+    mask[:, 5] = False
+    lorentz = make("group", "lorentz", max_rapidity=1.0)
+    fn = make("invariants", "minkowski", leading=3, system=True)
+    worst = assert_invariant(fn, lorentz, p4, mask, rng=torch.Generator().manual_seed(2))
+    assert worst <= (1e-9 if dtype == torch.float64 else 1e-3)
+
+
+def test_minkowski_leading_and_system_features():
+    p4 = random_events(4, 5)
+    mask = torch.tensor([[True] * 4 + [False]] * 4)
+    feats = make("invariants", "minkowski", leading=2, system=True)(p4, mask)
+    # 00 01 11, then J², then p_0·J, p_1·J — J summed over the 4 real particles only
+    assert feats.shape == (4, 3 + 1 + 2)
+    total = p4[:, :4].sum(1)
+    mdot = lambda a, b: a[..., 0] * b[..., 0] - (a[..., 1:] * b[..., 1:]).sum(-1)  # noqa: E731
+    torch.testing.assert_close(feats[:, 3], mdot(total, total))
+    torch.testing.assert_close(feats[:, 5], mdot(p4[:, 1], total))
+    torch.testing.assert_close(feats[:, 1], mdot(p4[:, 0], p4[:, 1]))
+
+
+def test_minkowski_leading_beyond_n_uses_all_particles():
+    p4 = random_events(3, 3)
+    mask = torch.ones(3, 3, dtype=torch.bool)
+    full = make("invariants", "minkowski")(p4, mask)
+    torch.testing.assert_close(make("invariants", "minkowski", leading=10)(p4, mask), full)
