@@ -8,6 +8,10 @@ the same information the `beam` spurions give a Lorentz-invariant network (p·e�
 in directly instead of through a symmetric architecture; the two models then differ only in
 their input layer. Padded particles contribute zeros.
 
+Options for jets: ``leading = k`` keeps the quantities of the first k particles only (the k
+hardest constituents, as the minkowski map's ``leading``); ``log`` maps each value q to
+sgn(q) log(1 + |q|/GeV), as the minkowski map's ``log`` does for products.
+
 The model then keeps only the Lorentz transformations that leave every chosen quantity
 unchanged (``InputMethod(...).keeps``, table ``KEEPS``): E is fixed by rotations, pz by the
 transformations fixing the z axis (K_x, K_y, J_z), so E and pz together leave SO(2)_z, as the
@@ -63,6 +67,9 @@ class InputMethod(InputTransform):
             default_factory=lambda: ["E", "pz"], description="Per-particle quantities to append, in order."
         )
 
+        leading: int = Field(0, ge=0, description="Only the first k particles' quantities (0: all); jets are pT-ordered.")
+        log: bool = Field(False, description="sgn(q) log(1 + |q|) of each quantity.")
+
         @field_validator("quantities")
         @classmethod
         def _distinct(cls, v: list[str]) -> list[str]:
@@ -79,8 +86,12 @@ class InputMethod(InputTransform):
 
     def __call__(self, particles: Particles) -> Particles:
         p4, mask = particles.p4, particles.mask.to(particles.p4.dtype)
+        if self.options.leading:
+            p4, mask = p4[:, : self.options.leading], mask[:, : self.options.leading]
         # (B, N, Q) → (B, N·Q), particle-major: E_1, pz_1, E_2, pz_2, …
         values = torch.stack([QUANTITIES[q](p4) for q in self.options.quantities], -1) * mask.unsqueeze(-1)
+        if self.options.log:
+            values = torch.sign(values) * torch.log1p(values.abs())
         return particles.replace(scalars=torch.cat([particles.scalars, values.flatten(1)], -1))
 
 

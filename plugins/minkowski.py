@@ -12,6 +12,10 @@ Options for jets (many constituents, products spanning orders of magnitude):
   features instead of N(N+1)/2 — 136 for k = 16 against 8,256 for all 128 constituents.
 - ``system``: append the invariants of the summed four-momentum J = Σ_i p_i over *all* real
   particles: J² (the jet mass squared) and p_i·J for each of the first k particles.
+- ``references = r``: the last r entries are reference vectors (spurions appended by the
+  ``spurions`` transform: 2 for ``beam``, 1 for ``time`` or ``beam-axis``). They are kept next to
+  the first k particles (their products with those particles and with each other), they are not
+  part of J, and with ``system`` their products with J are appended (J·s: e.g. E_J ∓ pz_J).
 
 The ordering by pT is not Lorentz invariant, but every feature is a function of invariants of
 the event's particles taken in the order they are given, so the map is exactly invariant under
@@ -37,18 +41,23 @@ class Minkowski(InvariantMap):
         log: bool = False
         leading: int = Field(0, ge=0, description="only the pairs among the first k particles (0: all)")
         system: bool = Field(False, description="append J² and p_i·J, J the sum of all particles")
+        references: int = Field(0, ge=0, description="the last r entries are spurions: kept, not summed into J")
 
     def __call__(self, p4, mask):
         work = p4.to(torch.float64) if self.options.float64 else p4
         m = mask.to(work.dtype)
         work = work * m[..., None]
-        k = min(self.options.leading or p4.shape[1], p4.shape[1])
-        lead = work[:, :k]
+        r = self.options.references
+        if r >= p4.shape[1]:
+            raise ValueError(f"minkowski: references = {r} leaves no particle among {p4.shape[1]} entries")
+        particles, refs = work[:, : p4.shape[1] - r], work[:, p4.shape[1] - r :]
+        k = min(self.options.leading or particles.shape[1], particles.shape[1])
+        lead = torch.cat([particles[:, :k], refs], 1)
         d = kinematics.pairwise_mdot(lead)
-        i, j = torch.triu_indices(k, k, device=p4.device)
+        i, j = torch.triu_indices(k + r, k + r, device=p4.device)
         parts = [d[:, i, j]]
         if self.options.system:
-            total = work.sum(1, keepdim=True)
+            total = particles.sum(1, keepdim=True)
             parts += [kinematics.mdot(total, total), kinematics.mdot(lead, total)]
         feats = torch.cat(parts, dim=1)
         if self.options.log:

@@ -114,3 +114,19 @@ def test_cli_matched_init_refuses_unmatchable_specs_in_one_line_and_writes_nothi
     err = result.stderr.strip()
     assert err.splitlines() == [err] and "--matched-init" in err and "Traceback" not in result.output
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_jet_invariant_family_is_matched_on_jets():
+    """invariant-jets and its spurion / input-method versions differ only in the input layer: the
+    136 products of the 16 hardest constituents, J² and the 16 p_i·J are common."""
+    rng = torch.Generator().manual_seed(0)
+    pt = torch.rand(64, 128, generator=rng, dtype=torch.float64) * 50 + 1
+    eta, phi = torch.randn(64, 128, generator=rng, dtype=torch.float64) * 0.3, torch.randn(64, 128, generator=rng,
+                                                                                        dtype=torch.float64) * 0.3
+    p4 = torch.stack([pt * torch.cosh(eta), pt * torch.cos(phi), pt * torch.sin(phi), pt * torch.sinh(eta)], -1)
+    mask = torch.arange(128)[None, :] < torch.randint(20, 128, (64, 1), generator=rng)
+    p4 = p4 * mask[..., None]
+    specs = [symfw.load_spec(n) for n in ("invariant-jets", "invariant-jets-spurions", "invariant-jets-input")]
+    report = first_batch_difference(specs, [3], p4, mask, dtype=torch.float64)
+    assert report["first_batch_max_difference"] < 1e-6
+    assert report["input_layers"][0]["common_features"] == 136 + 1 + 16

@@ -105,3 +105,35 @@ def test_minkowski_leading_beyond_n_uses_all_particles():
     mask = torch.ones(3, 3, dtype=torch.bool)
     full = make("invariants", "minkowski")(p4, mask)
     torch.testing.assert_close(make("invariants", "minkowski", leading=10)(p4, mask), full)
+
+
+def test_minkowski_references_are_kept_beyond_the_leading_particles_and_not_summed_into_j():
+    p4 = random_events(4, 5)
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    feats = make("invariants", "minkowski", leading=2, system=True, references=2)(p4, mask)
+    # entries: p0 p1 (leading of the 3 particles) then s3 s4; 4·5/2 products, J², then p0·J p1·J s3·J s4·J
+    assert feats.shape == (4, 10 + 1 + 4)
+    mdot = lambda a, b: a[..., 0] * b[..., 0] - (a[..., 1:] * b[..., 1:]).sum(-1)  # noqa: E731
+    total = p4[:, :3].sum(1)
+    torch.testing.assert_close(feats[:, 10], mdot(total, total))
+    torch.testing.assert_close(feats[:, 14], mdot(p4[:, 4], total))
+    torch.testing.assert_close(feats[:, 2], mdot(p4[:, 0], p4[:, 3]))  # p0·s3 (upper triangle: 00 01 02 …)
+
+
+def test_minkowski_with_spurion_references_keeps_only_the_spurions_stabiliser():
+    from symfw.core.interfaces import Particles
+
+    p4 = random_events(300, 4, mass=0.105)
+    mask = torch.ones(300, 4, dtype=torch.bool)
+    spurions = symfw.get_registry().get("inputs", "spurions")
+    append = spurions(spurions.Options(set=["beam"]))
+    fn_map = make("invariants", "minkowski", leading=2, system=True, references=2)
+
+    def fn(p, m):
+        parts = append(Particles.from_p4(p, m))
+        return fn_map(parts.p4, parts.mask)
+
+    so2 = make("group", "so2-z")
+    assert_invariant(fn, so2, p4, mask, rng=torch.Generator().manual_seed(3))
+    lorentz = make("group", "lorentz", max_rapidity=1.0)
+    assert assert_not_invariant(fn, lorentz, p4, mask, generator="Kz") > 1e-3

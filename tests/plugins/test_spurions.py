@@ -68,7 +68,7 @@ def test_build_spurions_option_writes_the_inputs(runner, cli, tmp_path):
     assert result.exit_code == 0, result.output
     spec = symfw.load_spec(out)
     assert [(r.name, r.options) for r in spec.inputs] == [
-        ("input", {"quantities": ["E", "pz"]}),
+        ("input", {"quantities": ["E", "pz"], "leading": 0, "log": False}),
         ("spurions", {"set": ["beam", "time"]}),
     ]
     result = runner.invoke(cli, ["build", "--preset", "invariant-spurions", "--spurions", "none", "-q"])
@@ -156,6 +156,16 @@ def test_input_method_scalars_are_per_particle_quantities():
     torch.testing.assert_close(out.scalars[:, 4], p4[:, 1, 3])
     torch.testing.assert_close(out.scalars[:, 5], torch.hypot(p4[:, 1, 1], p4[:, 1, 2]))
     assert (out.scalars[:, 6:] == 0).all()  # padded particle
+
+
+def test_input_method_leading_and_log():
+    p4 = random_events(4, 3)
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    t = InputMethod(InputMethod.Options(quantities=["E", "pz"], leading=2, log=True))
+    out = t(Particles.from_p4(p4, mask))
+    assert out.scalars.shape == (4, 4)
+    pz = p4[:, 1, 3]
+    torch.testing.assert_close(out.scalars[:, 3], torch.sign(pz) * torch.log1p(pz.abs()))
 
 
 def test_input_and_spurion_models_see_the_same_information_with_the_same_symmetry():
@@ -246,6 +256,9 @@ PRESET_RESIDUAL = {
     "pelican-jets": "lorentz",
     "pelican-jets-four-vector": "lorentz",
     "pfn-jets-four-vector": "trivial",
+    "invariant-jets": "lorentz",
+    "invariant-jets-spurions": "so2-z",
+    "invariant-jets-input": "so2-z",
 }
 
 
