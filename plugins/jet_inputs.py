@@ -38,10 +38,13 @@ class JetFrame(InputTransform):
         m = mask.to(p4.dtype)
         work = (p4 * m.unsqueeze(-1)).to(torch.float64)
         jet = work.sum(1, keepdim=True)
-        pt, e = k.pt(work).clamp_min(1e-6), work[..., 0].clamp_min(1e-6)
+        # padded entries get a fixed stand-in before the non-smooth functions (pT = √(px² + py²) at 0,
+        # η, log): their features are zeroed below, and derivatives (SEAL's jvp) stay finite
+        safe = torch.where(mask.unsqueeze(-1), work, work.new_tensor([1.0, 1.0, 0.0, 0.0]))
+        pt, e = k.pt(safe).clamp_min(1e-6), safe[..., 0].clamp_min(1e-6)
         pt_j, e_j = k.pt(jet).clamp_min(1e-6), jet[..., 0].clamp_min(1e-6)
-        deta = k.eta(work) - k.eta(jet)
-        dphi = k.delta_phi(work, jet)
+        deta = k.eta(safe) - k.eta(jet)
+        dphi = k.delta_phi(safe, jet)
         if self.options.rotate:
             w = pt * m
             cxx, cyy, cxy = ((w * a * b).sum(1, keepdim=True) for a, b in ((deta, deta), (dphi, dphi), (deta, dphi)))

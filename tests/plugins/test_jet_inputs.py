@@ -85,3 +85,19 @@ def test_a_subnet_level_transform_leaves_the_other_subnet_the_plain_four_vectors
     torch.testing.assert_close(inv_moved, inv, rtol=1e-9, atol=1e-9)  # the invariant subnet stays invariant
     assert float((gen_moved - gen).abs().max()) > 1e-3  # the jet-frame PFN is not
     assert "general input transform jet-frame" in model.residual_reason
+
+
+@pytest.mark.parametrize("rotate", [True, False])
+def test_derivatives_through_padded_jets_are_finite(rotate):
+    """SEAL's Γ_δ differentiates the model along a generator (a jvp): padded constituents must not
+    turn it into NaN (√ and log at zero momentum)."""
+    p4, mask = jets()
+    tangent = torch.randn_like(p4) * mask[..., None]
+
+    def channels(p):
+        return JetFrame(JetFrame.Options(rotate=rotate))(Particles.from_p4(p, mask)).channels
+
+    _, jvp = torch.func.jvp(channels, (p4,), (tangent,))
+    grad = torch.autograd.functional.vjp(channels, p4, torch.ones_like(channels(p4)))[1]
+    assert torch.isfinite(jvp).all() and torch.isfinite(grad).all()
+    assert (jvp[~mask] == 0).all() and jvp[mask].abs().sum() > 0

@@ -257,6 +257,8 @@ PRESET_RESIDUAL = {
     "pelican-jets-four-vector": "lorentz",
     "pfn-jets-four-vector": "trivial",
     "invariant-jets": "lorentz",
+    "pfn-jets-seal-group": "trivial",
+    "pfn-jets-seal-infinitesimal": "trivial",
     "invariant-jets-spurions": "so2-z",
     "invariant-jets-input": "so2-z",
 }
