@@ -5,8 +5,8 @@
 #   study/run.sh medium [STUDY...]   # the size docs/study.md reports (~1 hour of one core)
 #   study/run.sh paper  [STUDY...]   # the papers' settings (100 epochs, 5 seeds, 20k/100k events): many hours here
 #
-# STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution jets
-# (default: all but the fig4lr and jets ones, in that order; jets needs symfw[jets]: Pythia 8 + FastJet).
+# STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution jets jets-spurions jets-table
+# (default: all but the fig4lr and jets ones, in that order; the jets ones need symfw[jets]: Pythia 8 + FastJet).
 # Runs go to runs/study/<mode>/ (resumable: rerunning continues where it stopped); figures are
 # copied to docs/study/<mode>/; each step's table is kept in runs/study/<mode>/<step>.table.txt
 # and its wall time in times.txt. The same base seed (--seed 1) gives every model the same data,
@@ -19,9 +19,9 @@ shift || true
 STUDIES=${*:-fig4 fig6 appA appC seal spurions resolution}
 SYMFW=${SYMFW:-.venv/bin/symfw}
 case "$MODE" in
-  quick)  SMALL=6000;  LARGE=10000;  EPOCHS=6;   SEEDS=2; FRACS=0.2,0.5,1.0;            DIAG=1000;  RES="0 0.2"; SLOPES="0.004"; JETS=2000; JET_EPOCHS=4 ;;
-  medium) SMALL=20000; LARGE=40000;  EPOCHS=25;  SEEDS=3; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=3000;  RES="0 0.1 0.2"; SLOPES="0.002 0.004"; JETS=20000; JET_EPOCHS=15 ;;
-  paper)  SMALL=20000; LARGE=100000; EPOCHS=100; SEEDS=5; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=10000; RES="0 0.05 0.1 0.15 0.2"; SLOPES="0.002 0.004"; JETS=100000; JET_EPOCHS=50 ;;
+  quick)  SMALL=6000;  LARGE=10000;  EPOCHS=6;   SEEDS=2; FRACS=0.2,0.5,1.0;            DIAG=1000;  RES="0 0.2"; SLOPES="0.004"; JETS=2000; QG_JETS=2000; JET_EPOCHS=4 ;;
+  medium) SMALL=20000; LARGE=40000;  EPOCHS=25;  SEEDS=3; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=3000;  RES="0 0.1 0.2"; SLOPES="0.002 0.004"; JETS=20000; QG_JETS=10000; JET_EPOCHS=15 ;;
+  paper)  SMALL=20000; LARGE=100000; EPOCHS=100; SEEDS=5; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=10000; RES="0 0.05 0.1 0.15 0.2"; SLOPES="0.002 0.004"; JETS=100000; QG_JETS=100000; JET_EPOCHS=50 ;;
   *) echo "usage: study/run.sh quick|medium|paper [STUDY...]" >&2; exit 2 ;;
 esac
 OUT=runs/study/$MODE
@@ -93,7 +93,40 @@ for study in $STUDIES; do
     [ -e "$OUT/jets-top.npz" ] || .venv/bin/python study/select_class.py "$JETS_FILE" "$OUT/jets-top.npz" --label 1
     step jets-top-reco $SYMFW compare pfn-jets-regression hybrid-jets-regression --data "$OUT/jets-top.npz" \
       "${JET_COMMON[@]}" --out "$OUT/jets-top-reco" ;;
-  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution jets" >&2; exit 2 ;;
+  jets-spurions)  # the spurions talk on jets: spurion vs input method per residual group, matched initialisation,
+                  # augmentation as the third column; top vs QCD, then quark vs gluon (quark = label 1, the signal)
+    JET_COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)
+    JETS_FILE=$OUT/jets-qcd-top.npz
+    [ -e "$JETS_FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --out "$JETS_FILE" --quiet > /dev/null
+    QG_FILE=$OUT/jets-gluon-quark.npz
+    [ -e "$QG_FILE" ] || $SYMFW data generate jets --process gluon,quark --events "$QG_JETS" --seed 1 \
+      --set 'pt_range=[500,550]' --out "$QG_FILE" --quiet > /dev/null
+    S=study/specs
+    for sample in top qg; do
+      file=$JETS_FILE; [ $sample = qg ] && file=$QG_FILE
+      step "jets-spurions-$sample-so3" $SYMFW compare invariant-jets $S/jets-spurion-time.toml $S/jets-input-E.toml \
+        $S/jets-input-E-augmented.toml --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-so3"
+      step "jets-spurions-$sample-so12" $SYMFW compare invariant-jets $S/jets-spurion-beam-axis.toml $S/jets-input-pz.toml \
+        $S/jets-input-pz-augmented.toml --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-so12"
+      step "jets-spurions-$sample-so2" $SYMFW compare invariant-jets invariant-jets-spurions invariant-jets-input \
+        $S/jets-input-Epz-augmented.toml --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-so2"
+      step "jets-spurions-$sample-none" $SYMFW compare invariant-jets $S/jets-input-all.toml $S/jets-input-all-augmented.toml \
+        --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-none"
+    done ;;
+  jets-table)  # every strategy on the same top-vs-QCD jets, splits and seeds (10 % and 100 % of the training split),
+               # then SEAL's invariance vs boost of those models and the pT extrapolation (train below 600 GeV)
+    JET_COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)
+    JETS_FILE=$OUT/jets-qcd-top.npz
+    [ -e "$JETS_FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --out "$JETS_FILE" --quiet > /dev/null
+    step jets-table $SYMFW compare pfn-jets invariant-jets invariant-jets-spurions invariant-jets-input \
+      study/specs/jets-input-Epz-augmented.toml hybrid-jets pfn-jets-seal-group pfn-jets-seal-infinitesimal \
+      --fractions 0.1,1.0 --invariance --data "$JETS_FILE" "${JET_COMMON[@]}" --out "$OUT/jets-table"
+    step jets-seal-invariance $SYMFW diagnose invariance "$OUT/jets-table" --events "$DIAG" --rapidities 0,0.1,0.3,1 \
+      --out "$OUT/jets-seal-invariance" --quiet
+    step jets-seal-extrapolation $SYMFW compare pfn-jets pfn-jets-seal-group pfn-jets-seal-infinitesimal \
+      --train-pt-max 600 --cut-context system-pt --data "$JETS_FILE" "${JET_COMMON[@]}" \
+      --out "$OUT/jets-seal-extrapolation" ;;
+  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution jets jets-spurions jets-table" >&2; exit 2 ;;
   esac
 done
 echo "== done: tables in $OUT/*.table.txt, times in $OUT/times.txt, figures in $FIG" >&2
