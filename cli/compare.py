@@ -119,8 +119,8 @@ def invariance_table(inv: dict[str, Any] | None) -> Table | None:
         f"(mean over θ > 0; ratios: {first} ÷ spec, min–max over generators)",
         title_justify="left",
     )
-    for col in ("spec", "logit std", f"|Δ logit| {row}", f"|Δ prob| {row}", f"ratio {row}", "ratio range",
-                "ratio ÷ spread range"):
+    for col in ("spec", "logit std", f"|Δ logit| {row}", f"|Δ prob| {row}", f"|Δ quantile| {row}", f"ratio {row}",
+                "ratio range", "ratio ÷ spread range", "quantile ratio range"):
         table.add_column(col, justify="left" if col == "spec" else "right")
 
     def span(ratios: dict[str, float]) -> str:
@@ -129,9 +129,11 @@ def invariance_table(inv: dict[str, Any] | None) -> Table | None:
     for name, m in models.items():
         ratios = inv["ratios_dlogit"].get(name, {})
         relative = inv["ratios_dlogit_over_logit_std"].get(name, {})
+        quantile = inv.get("ratios_dquantile", {}).get(name, {})
         table.add_row(
             name, f"{m['logit_std']:.3g}", f"{m['summary'][row]['dlogit']:.3g}", f"{m['summary'][row]['dprob']:.3g}",
-            f"{ratios[row]:.3g}×" if row in ratios else "1", span(ratios), span(relative),
+            f"{m['summary'][row]['dquantile']:.3g}", f"{ratios[row]:.3g}×" if row in ratios else "1", span(ratios),
+            span(relative), span(quantile),
         )
     return table
 

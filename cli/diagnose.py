@@ -96,21 +96,25 @@ def _events(data: str | None, events: int, seed: int, settings: dict | None, reg
     return resolve_data(data, n_events=events, seed=seed, registry=reg), f"{data} (seed {seed})"
 
 
-def _table(c, prob: bool, claimed: bool = False) -> Table:
-    """One model: rows θ (rapidity for K, radians for J), columns generators."""
-    quantity = "|Δ probability|" if prob else "|Δ logit|"
-    scale = f"; logit std {c.logit_std:.2g}" if not prob else ""
+QUANTITIES = {"dlogit": "|Δ logit|", "dprob": "|Δ probability|", "dquantile": "|Δ output quantile|"}
+
+
+def _table(c, key: str, claimed: bool = False) -> Table:
+    """One model: rows θ (rapidity for K, radians for J), columns generators; ``key`` names the
+    quantity (dlogit, dprob, dquantile)."""
+    quantity = QUANTITIES[key]
+    scale = f"; logit std {c.logit_std:.2g}" if key == "dlogit" else ""
     which = f"its claimed group {c.group}" if claimed else c.group
     title = f"{c.label}: mean {quantity} under exp(±θT) of {which}{scale}"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("θ", justify="right")
     for r in c.rows:
         table.add_column(r, justify="right")
-    values = c.dprob if prob else c.dlogit
+    values = getattr(c, key)
     for k, theta in enumerate(c.parameters):
         if theta > 0:
             table.add_row(f"{theta:g}", *(f"{values[r][k]:.2g}" for r in c.rows))
-    table.add_row("mean", *(f"{c.mean_over_parameters(r, prob):.2g}" for r in c.rows), style="bold")
+    table.add_row("mean", *(f"{c.mean_over_parameters(r, key=key):.2g}" for r in c.rows), style="bold")
     return table
 
 
@@ -200,6 +204,7 @@ def invariance(
         "ratios_dlogit": ratios,
         "ratios_dprob": summary_ratios(curves, prob=True) if len(curves) > 1 else {},
         "ratios_dlogit_over_logit_std": summary_ratios(curves, relative=True) if len(curves) > 1 else {},
+        "ratios_dquantile": summary_ratios(curves, key="dquantile") if len(curves) > 1 else {},
         "claimed": [{"label": c.label, **claimed_entry(model, kept)} for c, (model, kept) in zip(curves, claimed)],
     }
     kept_curves = [kept for _, kept in claimed if kept is not None]
@@ -212,17 +217,18 @@ def invariance(
         typer.echo(json.dumps(jsonable(payload), indent=2, allow_nan=False))
     else:
         out_console.print(f"{len(sample):,} events: {where}")
-        for prob in (False, True):
+        for key in QUANTITIES:
             for c in curves:
-                out_console.print(_table(c, prob))
-        for key, what in (("ratios_dlogit", "|Δ logit|"), ("ratios_dlogit_over_logit_std", "|Δ logit| / logit std")):
+                out_console.print(_table(c, key))
+        for key, what in (("ratios_dlogit", "|Δ logit|"), ("ratios_dlogit_over_logit_std", "|Δ logit| / logit std"),
+                          ("ratios_dquantile", "|Δ output quantile|")):
             for label, per_row in payload[key].items():
                 text = ", ".join(f"{r} {v:.3g}×" for r, v in per_row.items())
                 out_console.print(f"{what} of {curves[0].label} over {label} (mean over θ>0): {text}")
         for entry, (_, kept) in zip(payload["claimed"], claimed):
             out_console.print(f"claimed group of {entry['label']}: {entry['reason']}", soft_wrap=True)
             if kept is not None:
-                out_console.print(_table(kept, False, claimed=True))
+                out_console.print(_table(kept, "dlogit", claimed=True))
     if out is not None and not quiet:
         figures = " and ".join(str(p) for p in [out / "invariance.png", *([claimed_plot_path(out / "invariance.png")] if kept_curves else [])])
         err_console.print(f"wrote {out / 'invariance.json'}, {figures}")

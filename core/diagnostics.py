@@ -8,6 +8,11 @@ we record the weighted means over events of
 
     |Δf| = |f(Λx) − f(x)|   (logit)        and        |Δp| = |σ(f(Λx)) − σ(f(x))|   (probability)
 
+and the scale-free |Δq| = |F(f(Λx)) − F(f(x))|, the shift of each event's output quantile (F: the
+weighted empirical distribution of the model's unmoved outputs on these events). |Δq| does not
+change when a model's outputs are rescaled or passed through any increasing function, so a
+penalty that merely flattens the outputs does not lower it.
+
 Models are evaluated in float64 and eval mode; only real particles move. For an ensemble the
 curves are averaged over members (the spread is kept as a standard deviation).
 
@@ -46,6 +51,8 @@ class InvarianceCurves:
     dprob: dict[str, list[float]]
     dlogit_std: dict[str, list[float]] = field(default_factory=dict)
     dprob_std: dict[str, list[float]] = field(default_factory=dict)
+    dquantile: dict[str, list[float]] = field(default_factory=dict)
+    dquantile_std: dict[str, list[float]] = field(default_factory=dict)
     n_events: int = 0
     n_members: int = 1
     logit_std: float = 0.0  # spread of the unmoved logits over events (member mean): the scale of |Δf|
@@ -63,9 +70,14 @@ class InvarianceCurves:
     def max_dprob(self) -> float:
         return max((max(v) for v in self.dprob.values() if v), default=0.0)
 
-    def mean_over_parameters(self, row: str, prob: bool = False) -> float:
-        """Mean over the non-zero parameters of the grid (the summary used for ratios)."""
-        values = (self.dprob if prob else self.dlogit)[row]
+    @property
+    def max_dquantile(self) -> float:
+        return max((max(v) for v in self.dquantile.values() if v), default=0.0)
+
+    def mean_over_parameters(self, row: str, prob: bool = False, key: str | None = None) -> float:
+        """Mean over the non-zero parameters of the grid (the summary used for ratios) of |Δ logit|,
+        |Δ probability| (``prob``) or ``key`` (``"dquantile"``)."""
+        values = getattr(self, key or ("dprob" if prob else "dlogit"))[row]
         picked = [v for t, v in zip(self.parameters, values) if t > 0]
         return float(np.mean(picked)) if picked else 0.0
 
@@ -81,10 +93,14 @@ class InvarianceCurves:
             "dprob": self.dprob,
             "dlogit_std": self.dlogit_std,
             "dprob_std": self.dprob_std,
+            "dquantile": self.dquantile,
+            "dquantile_std": self.dquantile_std,
             "max_dlogit": self.max_dlogit,
             "max_dprob": self.max_dprob,
+            "max_dquantile": self.max_dquantile,
             "summary": {
-                row: {"dlogit": self.mean_over_parameters(row), "dprob": self.mean_over_parameters(row, True)}
+                row: {"dlogit": self.mean_over_parameters(row), "dprob": self.mean_over_parameters(row, True),
+                      "dquantile": self.mean_over_parameters(row, key="dquantile")}
                 for row in self.rows
             },
         }
@@ -100,6 +116,23 @@ def diagnostic_directions(group: SymmetryGroup, generators: Sequence[str] | None
     if len(boosts) >= 2:
         rows[RANDOM_BOOST] = boosts
     return rows
+
+
+def _empirical_cdf(values: torch.Tensor, weight: torch.Tensor, rtol: float = 1e-9) -> Callable[[torch.Tensor], torch.Tensor]:
+    """y ↦ the weighted fraction of ``values`` below y, counting those within rounding of y
+    (``rtol`` of the largest |value|) half: a change at rounding level moves no quantile."""
+    order = torch.argsort(values)
+    sorted_values = values[order]
+    cumulative = torch.cat([weight.new_zeros(1), torch.cumsum(weight[order], 0)])
+    tol = rtol * float(values.abs().max()) if values.numel() else 0.0
+
+    def cdf(y: torch.Tensor) -> torch.Tensor:
+        y = y.contiguous()
+        below = cumulative[torch.searchsorted(sorted_values, y - tol)]
+        up_to = cumulative[torch.searchsorted(sorted_values, y + tol, right=True)]
+        return (below + up_to) / 2
+
+    return cdf
 
 
 @torch.no_grad()
@@ -133,8 +166,9 @@ def invariance_curves(
 
     refs = [evaluate(fn, p4) for fn in models]
     spread = [float(torch.sqrt((w * (r - (w * r).sum()) ** 2).sum())) for r in refs]
+    cdfs = [_empirical_cdf(r, w) for r in refs]
     shape = (len(models), len(rows), len(parameters))
-    dlogit, dprob = np.zeros(shape), np.zeros(shape)
+    dlogit, dprob, dquant = np.zeros(shape), np.zeros(shape), np.zeros(shape)
     rng = torch.Generator().manual_seed(seed)
     for r, along in enumerate(rows.values()):
         for k, theta in enumerate(parameters):
@@ -145,6 +179,7 @@ def invariance_curves(
                 out = evaluate(fn, moved)
                 dlogit[m, r, k] = float((w * (out - refs[m]).abs()).sum())
                 dprob[m, r, k] = float((w * (torch.sigmoid(out) - torch.sigmoid(refs[m])).abs()).sum())
+                dquant[m, r, k] = float((w * (cdfs[m](out) - cdfs[m](refs[m])).abs()).sum())
             if progress is not None:
                 progress()
 
@@ -159,6 +194,8 @@ def invariance_curves(
         dprob=per_row(dprob.mean(0)),
         dlogit_std=per_row(dlogit.std(0)),
         dprob_std=per_row(dprob.std(0)),
+        dquantile=per_row(dquant.mean(0)),
+        dquantile_std=per_row(dquant.std(0)),
         n_events=n,
         n_members=len(models),
         logit_std=float(np.mean(spread)),
@@ -171,7 +208,8 @@ _STYLES = ["-", "--", ":", "-."]
 
 
 def plot_invariance(curves: Sequence[InvarianceCurves], path: str | Path) -> None:
-    """SEAL Fig. 2 style: mean |Δlogit| (left) and |Δp| (right) vs θ; colour = generator, line = model."""
+    """SEAL Fig. 2 style: mean |Δlogit|, |Δp| and the output-quantile shift |Δq| vs θ; colour =
+    generator, line = model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,10 +218,11 @@ def plot_invariance(curves: Sequence[InvarianceCurves], path: str | Path) -> Non
 
     rows = list(dict.fromkeys(r for c in curves for r in c.rows))
     colours = {r: plt.get_cmap("tab10")(i % 10) for i, r in enumerate(rows)}
-    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4), layout="constrained")
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.4), layout="constrained")
     for ax, key, ylabel in (
         (axes[0], "dlogit", "mean |Δ logit|"),
         (axes[1], "dprob", "mean |Δ probability|"),
+        (axes[2], "dquantile", "mean |Δ output quantile|"),
     ):
         for m, c in enumerate(curves):
             values, spread = getattr(c, key), getattr(c, f"{key}_std")
@@ -214,18 +253,19 @@ def plot_invariance(curves: Sequence[InvarianceCurves], path: str | Path) -> Non
 
 
 def summary_ratios(
-    curves: Sequence[InvarianceCurves], prob: bool = False, relative: bool = False
+    curves: Sequence[InvarianceCurves], prob: bool = False, relative: bool = False, key: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """For each model after the first: per row, (first model's mean |Δ|) / (this model's mean |Δ|).
 
     With ``relative``, each model's |Δ logit| is first divided by the spread of its own logits
     (``logit_std``), so a model is not called more invariant merely for having flatter outputs.
+    ``key = "dquantile"``: the ratio of the output-quantile shifts (scale-free by construction).
     """
     out: dict[str, dict[str, float]] = {}
     first = curves[0]
 
     def value(c: InvarianceCurves, row: str) -> float:
-        v = c.mean_over_parameters(row, prob)
+        v = c.mean_over_parameters(row, prob, key)
         return v / c.logit_std if relative and c.logit_std > 0 else v
 
     for c in curves[1:]:
@@ -301,6 +341,7 @@ def invariance_summary(
             models={c.label: c.to_dict() for c in curves},
             ratios_dlogit=summary_ratios(curves),
             ratios_dlogit_over_logit_std=summary_ratios(curves, relative=True),
+            ratios_dquantile=summary_ratios(curves, key="dquantile"),
         )
     else:
         out["skipped"] = f"group '{group.name}' has no generators"

@@ -68,6 +68,12 @@ def test_invariant_model_has_zero_change_and_a_general_one_does_not():
     scaled = invariance_curves([lambda x, m: 10 * general(x, m)], Lorentz(), p4, mask, parameters=grid, label="x10")
     assert summary_ratios([gen, scaled])["x10"]["Kx"] == pytest.approx(0.1)
     assert summary_ratios([gen, scaled], relative=True)["x10"]["Kx"] == pytest.approx(1.0)
+    # the output-quantile shift is unchanged by any increasing map of the output (here tanh(f/10))
+    squashed = invariance_curves([lambda x, m: torch.tanh(general(x, m) / 10)], Lorentz(), p4, mask, parameters=grid,
+                                 label="tanh")
+    assert summary_ratios([gen, squashed], key="dquantile")["tanh"]["Kx"] == pytest.approx(1.0)
+    assert summary_ratios([gen, squashed])["tanh"]["Kx"] > 2  # the raw |Δ logit| would call it more invariant
+    assert 0 < gen.dquantile["Kx"][2] <= 1 and max(max(v) for v in inv.dquantile.values()) == 0
 
 
 def test_ensembles_average_members_and_keep_their_spread():
