@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -14,11 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich import box
 from rich.table import Table
 
-from symfw.core.errors import UsageError
+from symfw.core.errors import SymfwError, UsageError
+from symfw.core.io import check_writable
 
 from ._common import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, parse_floats, registry_with
 
-app = make_app("Diagnose models: invariance under the spec's group.")
+app = make_app("Diagnose models: invariance under the spec's group; accuracy vs pT on boosted events.")
 
 RUN_MARKER = "run.json"
 MAX_THETA = 700.0  # |θ| of --rapidities: exp(θ) overflows float64 beyond ~709
@@ -118,16 +120,33 @@ def _table(c, key: str, claimed: bool = False) -> Table:
     return table
 
 
+TargetsArg = Annotated[
+    list[str],
+    typer.Argument(help="Run directories, compare folders, or specs (files or preset names).", metavar="RUN_DIR|SPEC..."),
+]
+DiagDataOpt = Annotated[
+    str | None, typer.Option("--data", help="Dataset (e.g. zmumu) or .npz/.h5 file; default: a run's own test split.")
+]
+EventsOpt = Annotated[int, typer.Option("--events", help="Number of events to evaluate on.")]
+DiagSeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the generated events, the group elements and untrained models.")]
+FractionOpt = Annotated[float, typer.Option("--fraction", help="Training fraction of a run to load.")]
+BestOpt = Annotated[bool, typer.Option("--best", help="Load a run's best-validation members instead of the final ones.")]
+
+
+def _check_common(events: int, seed: int, out: Path | None) -> None:
+    if events < 1:
+        raise UsageError(f"--events must be >= 1, got {events}")
+    if not 0 <= seed < 2**32:
+        raise UsageError(f"--seed must be in [0, 2^32), got {seed}")
+    if out is not None:
+        check_writable(out)
+
+
 @app.command("invariance")
 def invariance(
-    targets: Annotated[
-        list[str],
-        typer.Argument(help="Run directories, compare folders, or specs (files or preset names).", metavar="RUN_DIR|SPEC..."),
-    ],
-    data: Annotated[
-        str | None, typer.Option("--data", help="Dataset (e.g. zmumu) or .npz/.h5 file; default: a run's own test split.")
-    ] = None,
-    events: Annotated[int, typer.Option("--events", help="Number of events to evaluate on.")] = 5000,
+    targets: TargetsArg,
+    data: DiagDataOpt = None,
+    events: EventsOpt = 5000,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for invariance.json and invariance.png.")] = None,
     parameters: Annotated[
         str, typer.Option("--rapidities", help="Comma-separated grid of θ (rapidity for boosts, radians for rotations).")
@@ -135,9 +154,9 @@ def invariance(
     generators: Annotated[
         str | None, typer.Option("--generators", help="Comma-separated generator names (default: all of the group's).")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated events, the group elements and untrained models.")] = 12345,
-    fraction: Annotated[float, typer.Option("--fraction", help="Training fraction of a run to load.")] = 1.0,
-    best: Annotated[bool, typer.Option("--best", help="Load a run's best-validation members instead of the final ones.")] = False,
+    seed: DiagSeedOpt = 12345,
+    fraction: FractionOpt = 1.0,
+    best: BestOpt = False,
     registry: RegistryOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -163,14 +182,9 @@ def invariance(
         plot_invariance,
         summary_ratios,
     )
-    from symfw.core.io import atomic_write_json, check_writable, jsonable
+    from symfw.core.io import atomic_write_json, jsonable
 
-    if events < 1:
-        raise UsageError(f"--events must be >= 1, got {events}")
-    if not 0 <= seed < 2**32:
-        raise UsageError(f"--seed must be in [0, 2^32), got {seed}")
-    if out is not None:
-        check_writable(out)
+    _check_common(events, seed, out)
     grid = _floats(parameters, "--rapidities")
     names = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
     reg = registry_with(registry)
@@ -232,3 +246,81 @@ def invariance(
     if out is not None and not quiet:
         figures = " and ".join(str(p) for p in [out / "invariance.png", *([claimed_plot_path(out / "invariance.png")] if kept_curves else [])])
         err_console.print(f"wrote {out / 'invariance.json'}, {figures}")
+
+
+@app.command("pt")
+def pt(
+    targets: TargetsArg,
+    data: DiagDataOpt = None,
+    events: EventsOpt = 5000,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for accuracy_vs_pt.json and .png.")] = None,
+    parameters: Annotated[
+        str, typer.Option("--rapidities", help="Comma-separated θ of the boosts applied to the events (0: original).")
+    ] = "0,0.5,1",
+    generator: Annotated[
+        str | None, typer.Option("--generator", help="Boost along this generator (default: a random boost direction).")
+    ] = None,
+    context: Annotated[
+        str | None, typer.Option("--context", help="The breaking context whose variable bins the events "
+                                                   "(default: the first model's context, else leading-pt).")
+    ] = None,
+    bins: Annotated[int, typer.Option("--bins", help="Bins of equal population.")] = 8,
+    seed: DiagSeedOpt = 12345,
+    fraction: FractionOpt = 1.0,
+    best: BestOpt = False,
+    registry: RegistryOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+):
+    """Balanced accuracy in bins of pT on the events and on the events boosted by exp(±θT) (SEAL Fig. 3).
+
+    Example: symfw diagnose pt runs/cmp --rapidities 0,0.5,1 --context system-pt --out diag/
+    """
+    from symfw.core.diagnostics import accuracy_vs_variable, plot_accuracy_vs_variable
+    from symfw.core.io import atomic_write_json, jsonable
+    from symfw.core.training import context_variable
+
+    if not 2 <= bins <= 100:
+        raise UsageError(f"--bins must be in [2, 100], got {bins}")
+    _check_common(events, seed, out)
+    grid = _floats(parameters, "--rapidities")
+    reg = registry_with(registry)
+    loaded = [_load_target(t, label, fraction=fraction, best=best, seed=seed, reg=reg) for t, label in _expand(targets)]
+    for label, spec, _, _ in loaded:
+        if spec.task.name != "binary":
+            raise UsageError(f"{label}: diagnose pt measures a binary classifier's accuracy; task {spec.task.name}")
+    group = loaded[0][2][0].group
+    if generator is not None:
+        from symfw.core.diagnostics import diagnostic_directions
+
+        diagnostic_directions(group, [generator])  # an unknown name: a UsageError listing the known ones
+    name = context or (loaded[0][1].context.name if loaded[0][1].context is not None else "leading-pt")
+    try:
+        reg.get("context", name)
+    except SymfwError as exc:
+        raise UsageError(f"--context: {exc}") from None
+    sample, where = _events(data, events, seed, loaded[0][3], reg)
+    t = sample.tensors(dtype=torch.float64)
+    variable = torch.as_tensor(context_variable(name, sample, reg), dtype=torch.float64)
+    with err_console.status("evaluating", spinner="dots") if not quiet else contextlib.nullcontext():
+        result = accuracy_vs_variable([[m.double().eval() for m in models] for _, _, models, _ in loaded],
+                                      [label for label, *_ in loaded], group, t["p4"], t["mask"], t["label"], variable,
+                                      weight=t["weight"], generator=generator, parameters=grid, bins=bins, seed=seed)
+    result.update(context=name, events=where)
+    if out is not None:
+        atomic_write_json(out / "accuracy_vs_pt.json", result)
+        plot_accuracy_vs_variable(result, out / "accuracy_vs_pt.png", xlabel=f"{name} [GeV]")
+    if json_:
+        typer.echo(json.dumps(jsonable(result), indent=2, allow_nan=False))
+        return
+    table = Table(title=f"balanced accuracy in bins of {name} ({where}); boosts along {', '.join(result['along'])}",
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    edges = result["edges"]
+    for col in ["model", "θ", "all", *[f"{a:.0f}–{b:.0f}" for a, b in zip(edges, edges[1:])]]:
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for label, per_theta in result["models"].items():
+        for theta, r in per_theta.items():
+            table.add_row(label, theta, f"{r['all']:.3f}", *(f"{v:.3f}" for v in r["bins"]))
+    out_console.print(table)
+    if out is not None and not quiet:
+        err_console.print(f"wrote {out / 'accuracy_vs_pt.json'}, {out / 'accuracy_vs_pt.png'}")

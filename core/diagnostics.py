@@ -351,3 +351,85 @@ def invariance_summary(
         plot_invariance([c for c in claimed if c is not None], claimed_plot_path(plot))
         out["claimed_plot"] = str(claimed_plot_path(plot))
     return jsonable(out)
+
+
+# --------------------------------------------------------------------------- accuracy vs pT, boosted
+
+
+@torch.no_grad()
+def accuracy_vs_variable(
+    members: Sequence[Sequence[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]],
+    names: Sequence[str],
+    group: SymmetryGroup,
+    p4: torch.Tensor,
+    mask: torch.Tensor,
+    label: torch.Tensor,
+    variable: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    generator: str | None = None,
+    parameters: Sequence[float] = (0.0, 0.5, 1.0),
+    bins: int = 8,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """SEAL's Fig. 3: balanced accuracy (½(TPR + TNR) at probability 0.5, weighted) in bins of
+    equal population of ``variable`` (e.g. the jet pT of the *unmoved* events), on the events and
+    on the events moved by exp(±θ T) along ``generator`` (a random boost direction of the group
+    when None), for each θ of ``parameters``; per model (members' mean and std)."""
+    p4 = p4.to(torch.float64)
+    w = torch.ones(p4.shape[0], dtype=torch.float64) if weight is None else weight.to(torch.float64)
+    y = label.to(torch.bool)
+    edges = np.unique(np.quantile(variable.numpy(), np.linspace(0, 1, bins + 1)))
+    which = torch.as_tensor(np.clip(np.searchsorted(edges, variable.numpy(), side="right") - 1, 0, len(edges) - 2))
+    rows = diagnostic_directions(group, None if generator is None else [generator])
+    along = rows[generator] if generator is not None else rows.get(RANDOM_BOOST, next(iter(rows.values())))
+    rng = torch.Generator().manual_seed(seed)
+    moved = {}
+    for theta in parameters:
+        size = (float(theta), float(theta))
+        moved[float(theta)] = p4 if theta == 0 else act(random_elements(group, p4.shape[0], generators=along,
+                                                                        rapidity=size, angle=size, rng=rng), p4, mask)
+
+    def balanced(pred: torch.Tensor, sel: torch.Tensor) -> float:
+        sig, bkg = sel & y, sel & ~y
+        if w[sig].sum() == 0 or w[bkg].sum() == 0:
+            return math.nan
+        return float(0.5 * (w[sig & pred].sum() / w[sig].sum() + w[bkg & ~pred].sum() / w[bkg].sum()))
+
+    models: dict[str, Any] = {}
+    for name, fns in zip(names, members):
+        per_theta = {}
+        for theta, x in moved.items():
+            preds = [torch.cat([fn(x[i : i + 4096], mask[i : i + 4096]) for i in range(0, x.shape[0], 4096)]) > 0
+                     for fn in fns]
+            values = np.array([[balanced(pred, which == b) for b in range(len(edges) - 1)]
+                               + [balanced(pred, torch.ones_like(y))] for pred in preds])
+            per_theta[f"{theta:g}"] = {"bins": values[:, :-1].mean(0).tolist(), "bins_std": values[:, :-1].std(0).tolist(),
+                                       "all": float(values[:, -1].mean()), "all_std": float(values[:, -1].std())}
+        models[name] = per_theta
+    return {"group": group.name, "along": list(along), "parameters": [float(t) for t in parameters],
+            "edges": edges.tolist(), "n_events": int(p4.shape[0]), "models": models}
+
+
+def plot_accuracy_vs_variable(result: dict[str, Any], path: str | Path, xlabel: str = "pT [GeV]") -> None:
+    """Balanced accuracy vs the variable: colour = model, line style = θ of the boost."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges = np.asarray(result["edges"])
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
+    for m, (name, per_theta) in enumerate(result["models"].items()):
+        for k, (theta, r) in enumerate(per_theta.items()):
+            ax.errorbar(centres, r["bins"], yerr=r["bins_std"], color=plt.get_cmap("tab10")(m % 10),
+                        ls=_STYLES[k % len(_STYLES)], marker="o", ms=3, capsize=2,
+                        label=f"{name}, θ = {theta}" if float(theta) else f"{name}, original")
+    ax.set_xlabel(f"{xlabel} (of the original events; bins of equal population)")
+    ax.set_ylabel("balanced accuracy")
+    ax.grid(True, alpha=0.25)
+    ax.legend(fontsize=7)
+    ax.set_title(f"test events moved by exp(±θ T), T along {', '.join(result['along'])} ({result['group']})", fontsize=9)
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=150, format="png"))
+    plt.close(fig)

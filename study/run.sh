@@ -98,12 +98,12 @@ for study in $STUDIES; do
     JET_COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)
     JETS_FILE=$OUT/jets-qcd-top.npz
     [ -e "$JETS_FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --out "$JETS_FILE" --quiet > /dev/null
-    QG_FILE=$OUT/jets-gluon-quark.npz
-    [ -e "$QG_FILE" ] || $SYMFW data generate jets --process gluon,quark --events "$QG_JETS" --seed 1 \
-      --set 'pt_range=[500,550]' --out "$QG_FILE" --quiet > /dev/null
+    QG_FILE=$OUT/jets-gluon-quark.npz  # R = 0.4, jet pT 500-550 GeV (the energyflow sample's window)
     S=study/specs
     for sample in top qg; do
       file=$JETS_FILE; [ $sample = qg ] && file=$QG_FILE
+      [ -e "$file" ] || $SYMFW data generate jets --process gluon,quark --events "$QG_JETS" --seed 1 \
+        --set 'pt_range=[500,550]' --out "$file" --quiet > /dev/null
       step "jets-spurions-$sample-so3" $SYMFW compare invariant-jets $S/jets-spurion-time.toml $S/jets-input-E.toml \
         $S/jets-input-E-augmented.toml --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-so3"
       step "jets-spurions-$sample-so12" $SYMFW compare invariant-jets $S/jets-spurion-beam-axis.toml $S/jets-input-pz.toml \
@@ -123,6 +123,8 @@ for study in $STUDIES; do
       --fractions 0.1,1.0 --invariance --data "$JETS_FILE" "${JET_COMMON[@]}" --out "$OUT/jets-table"
     step jets-seal-invariance $SYMFW diagnose invariance "$OUT/jets-table" --events "$DIAG" --rapidities 0,0.1,0.3,1 \
       --out "$OUT/jets-seal-invariance" --quiet
+    step jets-seal-accuracy-pt $SYMFW diagnose pt "$OUT/jets-table" --context system-pt --events "$DIAG" \
+      --rapidities 0,0.5,1 --out "$OUT/jets-seal-accuracy-pt" --quiet
     step jets-seal-extrapolation $SYMFW compare pfn-jets pfn-jets-seal-group pfn-jets-seal-infinitesimal \
       --train-pt-max 600 --cut-context system-pt --data "$JETS_FILE" "${JET_COMMON[@]}" \
       --out "$OUT/jets-seal-extrapolation" ;;

@@ -110,3 +110,33 @@ def test_a_model_that_is_not_a_binary_classifier_is_refused_in_one_line(runner, 
         "Error: invariant-four-vector (untrained): diagnose invariance measures the change of one logit; "
         "task regression has other outputs"
     )
+
+
+def test_accuracy_vs_pt_on_original_and_boosted_events(runner, cli, data_file, tmp_path):
+    """SEAL Fig. 3: an exactly invariant model's accuracy is the same on boosted events; a PFN's is not."""
+    out = tmp_path / "pt"
+    result = runner.invoke(cli, ["diagnose", "pt", "pfn", "pelican", "--data", str(data_file), "--events", "200",
+                                 "--rapidities", "0,1", "--bins", "4", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "accuracy_vs_pt.json").read_text())
+    assert payload["context"] == "leading-pt" and len(payload["edges"]) == 5
+    pelican, pfn = payload["models"]["pelican (untrained)"], payload["models"]["pfn (untrained)"]
+    assert pelican["0"]["bins"] == pelican["1"]["bins"] and pelican["0"]["all"] == pelican["1"]["all"]
+    assert pfn["0"]["bins"] != pfn["1"]["bins"]
+    assert all(0 <= v <= 1 for v in pfn["0"]["bins"])
+    assert (out / "accuracy_vs_pt.png").read_bytes()[:4] == b"\x89PNG"
+    assert "balanced accuracy in bins of leading-pt" in result.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bins", "1"], "--bins must be in [2, 100], got 1"),
+    (["--context", "nope"], "--context: unknown context 'nope'"),
+    (["--generator", "Qx"], "Qx"),
+    (["--rapidities", "0,-1"], "--rapidities: expected non-negative"),
+])
+def test_diagnose_pt_bad_input_is_one_line_and_exit_2(runner, cli, data_file, args, message, tmp_path):
+    result = runner.invoke(cli, ["diagnose", "pt", "pfn", "--data", str(data_file), "--out", str(tmp_path / "o"), *args])
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.splitlines() == [err] and message in err and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
