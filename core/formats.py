@@ -398,10 +398,7 @@ def expand(source: str | Path) -> list[Path]:
 
 
 def known_extensions(registry) -> list[str]:
-    exts: list[str] = []
-    for name in registry.names("format"):
-        exts += [e for e in registry.get("format", name).extensions if e not in exts]
-    return exts
+    return sorted({e for name in registry.names("format") for e in registry.get("format", name).extensions})
 
 
 def _check_file(path: Path) -> None:
