@@ -50,6 +50,19 @@ def parse_settings(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
+def write_events(data, out: Path, quiet: bool, json_: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save ``data`` to ``out`` (a status line on a terminal) and return its summary, printed as JSON with ``--json``."""
+    if quiet or not err_console.is_terminal:
+        save_events(data, out)
+    else:
+        with err_console.status(f"writing {out}"):
+            save_events(data, out)
+    summary = data.describe()
+    if json_:
+        out_console.print_json(json.dumps(jsonable({"file": str(out), **(extra or {}), **summary}), allow_nan=False))
+    return summary
+
+
 @app.command("generate")
 def generate(
     dataset: Annotated[str, typer.Argument(help="Dataset plugin, e.g. zmumu (see `symfw plugins list`).")],
@@ -114,14 +127,7 @@ def generate(
     finally:
         if bar.live.is_started:
             bar.stop()
-    if quiet or not err_console.is_terminal:
-        save_events(data, out)
-    else:
-        with err_console.status(f"writing {out}"):
-            save_events(data, out)
-    summary = data.describe()
-    if json_:
-        out_console.print_json(json.dumps(jsonable({"file": str(out), **summary}), allow_nan=False))
+    summary = write_events(data, out, quiet, json_)
     if not quiet:
         err_console.print(
             f"wrote {out}: {summary['n_events']:,} events ({summary['n_signal']:,} signal, "
@@ -271,14 +277,7 @@ def convert(
         raise UsageError(f"{out}: is the input file; write the converted events to another file")
     start = time.perf_counter()
     data = open_file(source, format, stream, chunk_events, registry_with(registry))
-    if quiet or not err_console.is_terminal:
-        save_events(data, out)
-    else:
-        with err_console.status(f"writing {out}"):
-            save_events(data, out)
-    summary = data.describe()
-    if json_:
-        out_console.print_json(json.dumps(jsonable({"file": str(out), "source": source, **summary}), allow_nan=False))
+    summary = write_events(data, out, quiet, json_, {"source": source})
     if not quiet:
         classes = f", classes {data.meta['classes']}" if "classes" in data.meta else ""
         err_console.print(

@@ -45,6 +45,18 @@ def check_chunk(chunk_events: int | None) -> int:
     return chunk
 
 
+class _Handle:
+    """An open reader shared by a file's views, closed when the last view is gone (in the process
+    that opened it)."""
+
+    def __init__(self, reader):
+        self.reader, self.pid = reader, os.getpid()
+
+    def __del__(self):
+        if self.pid == os.getpid():
+            self.reader.close()
+
+
 class StreamedEvents(Events):
     """Events of a file read chunk by chunk: labels, weights and targets in memory, four-vectors
     and masks read from the file when asked for. ``rows`` are the file's rows these events are
@@ -62,7 +74,7 @@ class StreamedEvents(Events):
         self.chunk_events = check_chunk(chunk_events)
         self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         self._registry = registry
-        self._open: tuple[int, Any] | None = None  # (process id, reader)
+        self._open: _Handle | None = None
 
     # -- what it is ----------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -96,18 +108,12 @@ class StreamedEvents(Events):
 
     # -- reading -------------------------------------------------------------------------------
     def reader(self):
-        """The file's reader, opened once per process."""
-        if self._open is None or self._open[0] != os.getpid():
+        """The file's reader, opened once per process and shared with :meth:`subset` views."""
+        if self._open is None or self._open.pid != os.getpid():
             from .formats import open_reader
 
-            reader, _ = open_reader(self.source, self.format, self._registry)
-            self._open = (os.getpid(), reader)
-        return self._open[1]
-
-    def close(self) -> None:
-        if self._open is not None and self._open[0] == os.getpid():
-            self._open[1].close()
-        self._open = None
+            self._open = _Handle(open_reader(self.source, self.format, self._registry)[0])
+        return self._open.reader
 
     def file_rows(self, index) -> np.ndarray:
         index = np.arange(len(self))[index] if isinstance(index, slice) else np.asarray(index, dtype=np.int64)
