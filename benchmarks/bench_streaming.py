@@ -9,7 +9,7 @@ constituents than background) in symfw's HDF5 layout, chunk by chunk (the file i
 
     symfw train SPEC --data FILE --stream --chunk-events C --epochs 1 --threads T --json
 
-in a child process with a small PFN (Φ 32;32 → latent 16, head 32; batch 256) and reports the
+in a child process with a small PFN (Φ 16;16 → latent 16, head 16; batch 256) and reports the
 child's peak resident memory (``wait4``'s ``ru_maxrss``) and wall time, the time of the epoch and
 of its evaluation (``train_time_s``), and the rest (checking the file once, the test pass, writing
 the run). With ``--loaded`` the same run with the file loaded (``--no-stream``) follows, for the
@@ -71,8 +71,8 @@ def small_pfn(path: Path) -> None:
     spec = spec.model_copy(update={
         "name": "bench-pfn", "n_particles": 128,
         "general": spec.general.model_copy(update={
-            "encoder": spec.general.encoder.model_copy(update={"options": {"phi": [32, 32]}})}),
-        "head": spec.head.model_copy(update={"hidden": [32]})})
+            "encoder": spec.general.encoder.model_copy(update={"options": {"phi": [16, 16]}})}),
+        "head": spec.head.model_copy(update={"hidden": [16]})})
     symfw.write_spec(with_training_overrides(spec, epochs=1, batch_size=256), path)
 
 
@@ -137,8 +137,8 @@ def main() -> None:
         f"{' --loaded' if args.loaded else ''}` on {platform.machine()}, {os.cpu_count()} cores (shared; load average "
         f"{load[0]:.1f} before, {after[0]:.1f} after), torch {__import__('torch').__version__}, "
         f"{args.threads} threads: {args.jets:,} random valid jets × {args.particles} constituents in symfw's HDF5 "
-        f"layout ({size / 1e9:.2f} GB on disk, written in {written:.0f} s), one epoch of a small PFN (Φ 32;32, "
-        f"head 32, batch 256) on the {rows[0][4]:,} training jets, `--chunk-events {args.chunk_events}`:",
+        f"layout ({size / 1e9:.2f} GB on disk, written in {written:.0f} s), one epoch of a small PFN (Φ 16;16, "
+        f"head 16, batch 256) on the {rows[0][4]:,} training jets, `--chunk-events {args.chunk_events}`:",
         "",
         "| file | peak RSS | wall time | epoch + validation | the rest (check, test pass, run files) | test AUC |",
         "|---|---|---|---|---|---|",

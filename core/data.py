@@ -10,7 +10,10 @@ File format (``.npz`` or HDF5 ``.h5``/``.hdf5``), documented in docs/data.md:
 - ``target`` optional (n_events, K) float (or (n_events,), read as K = 1): regression targets
 - ``meta``   optional: a JSON object of scalars (npz: a 0-d string array; HDF5: file attributes)
 
-Every problem is a :class:`DataError` naming the file and what is wrong (exit code 2). Models
+Files of other formats (Top Tagging, energyflow, JetClass, PELICAN) are read by format plugins
+(:mod:`symfw.core.formats`) as these same arrays; :func:`scan` checks any reader block by block,
+so a file is checked the same way whether it is loaded (:func:`load_events`) or streamed
+(:mod:`symfw.core.streaming`). Every problem is a :class:`DataError` naming the file and what is wrong (exit code 2). Models
 compute in float32, so values must stay in its range: |p4| ≤ ``P4_MAX`` GeV (their squares,
 the invariants, stay finite), weights and targets below float32's largest number. Events a
 dataset plugin generates are validated as a file would be.

@@ -270,7 +270,7 @@ class Tensors:
         return self.p4 is None
 
     def _read(self, events: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Four-vectors and masks of ``events`` (sorted, unique) read from the file, on the device."""
+        """Four-vectors and masks of ``events`` (any order; best sorted and unique) read from the file, on the device."""
         got = self.data.read_rows(events)
         return (torch.from_numpy(got["p4"]).to(self.device, self.dtype),
                 torch.from_numpy(got["mask"]).to(self.device))
@@ -337,9 +337,7 @@ class Tensors:
             return
         group = EVAL_CHUNK * max(1, self.data.chunk_events // EVAL_CHUNK)
         for start in range(0, len(index), group):
-            got = self.data.read_rows(index[start : start + group])
-            p4 = torch.from_numpy(got["p4"]).to(self.device, self.dtype)
-            mask = torch.from_numpy(got["mask"]).to(self.device)
+            p4, mask = self._read(index[start : start + group])
             for s in range(0, len(p4), EVAL_CHUNK):
                 yield p4[s : s + EVAL_CHUNK], mask[s : s + EVAL_CHUNK]
 

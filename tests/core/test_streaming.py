@@ -234,3 +234,27 @@ def test_bad_stream_and_format_options_are_one_line(runner, cli, files, args, me
     assert result.exit_code == 2, result.output
     err = result.stderr.strip()
     assert len(err.splitlines()) == 1 and err.startswith(message), err
+
+
+@pytest.mark.parametrize("layout", ["h5 gzip chunks", "npz compressed"])
+def test_compressed_and_chunked_arrays_serve_the_same_batches(tmp_path, loaded, layout):
+    import h5py
+
+    if layout.startswith("h5"):
+        path = tmp_path / "c.h5"
+        with h5py.File(path, "w") as f:
+            for key in ("p4", "label", "mask", "weight"):
+                f.create_dataset(key, data=getattr(loaded, key), compression="gzip", chunks=True)
+    else:
+        path = tmp_path / "c.npz"
+        np.savez_compressed(path, p4=loaded.p4, label=loaded.label, mask=loaded.mask, weight=loaded.weight)
+    streamed = resolve_data(path, stream=True, chunk_events=90)
+    task = make_task(small("pfn"))
+    a, b = Tensors.from_data(streamed, task, "cpu"), Tensors.from_data(loaded, task, "cpu")
+    order = batch_order(torch.arange(900), [7, 8], 1, "cpu")
+    steps = batches(900, 40)
+    for x, y in zip(a.batches(order, steps), b.batches(order, steps), strict=True):
+        assert torch.equal(x.p4, y.p4) and torch.equal(x.mask, y.mask) and torch.equal(x.weight, y.weight)
+    index = np.random.default_rng(0).permutation(900)
+    for (p, m), (q, n) in zip(a.chunks(index), b.chunks(index), strict=True):
+        assert torch.equal(p, q) and torch.equal(m, n)
