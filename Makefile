@@ -12,7 +12,7 @@ $(BIN)/symfw: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# the CPU build of torch first, so no multi-GB CUDA build is pulled
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test,ray,jets]'
+	$(BIN)/pip install -q -e '.[test,ray,jets,formats]'
 	touch $(BIN)/symfw
 
 setup: $(BIN)/symfw

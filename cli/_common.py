@@ -66,7 +66,17 @@ RegistryOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or summaries on stderr.")]
-DataOpt = Annotated[str, typer.Option("--data", help="A dataset plugin (zmumu: generated, seeded) or an .npz/.h5 file.")]
+DataOpt = Annotated[str, typer.Option(
+    "--data", help="A dataset plugin (zmumu: generated, seeded), or a data file in any format symfw reads "
+                   "(.npz, .h5, .root; a quoted glob such as 'jets/*.root' reads several as one).")]
+FormatOpt = Annotated[str | None, typer.Option(
+    "--format", help="Read the data file as this format (default: chosen by content and extension; "
+                     "`symfw plugins list` shows the file formats).")]
+StreamOpt = Annotated[bool | None, typer.Option(
+    "--stream/--no-stream", help="Read the data file in chunks instead of loading it (default: when its arrays "
+                                 "would take more than a quarter of the available memory).", show_default=False)]
+ChunkOpt = Annotated[int | None, typer.Option(
+    "--chunk-events", help="Events read at once when streaming (default 65536): bounds the memory the events take.")]
 EventsOpt = Annotated[int | None, typer.Option("--events", help="Events to generate (or the first N of a file).")]
 EpochsOpt = Annotated[int | None, typer.Option("--epochs", help="Training epochs (default: the spec's, 100).")]
 LrOpt = Annotated[float | None, typer.Option("--lr", help="AdamW learning rate (default: the spec's).")]
@@ -191,8 +201,10 @@ def check_device(device: str):
         raise UsageError(f"--{exc}") from None
 
 
-def load_data(source: str, events: int | None, seed: int, quiet: bool, registry):
-    """The events of ``--data``, with a progress bar while a generator runs."""
+def load_data(source: str, events: int | None, seed: int, quiet: bool, registry, format: str | None = None,
+              stream: bool | None = None, chunk_events: int | None = None):
+    """The events of ``--data``, with a progress bar while a generator runs (a file: loaded, or
+    streamed with ``--stream``, ``--format`` and ``--chunk-events`` as given)."""
     from symfw.core.data import resolve_data
 
     with Progress(
@@ -204,7 +216,8 @@ def load_data(source: str, events: int | None, seed: int, quiet: bool, registry)
         def report(done, total):
             progress.update(task, completed=done, total=total)
 
-        return resolve_data(source, n_events=events, seed=seed, registry=registry, progress=report)
+        return resolve_data(source, n_events=events, seed=seed, registry=registry, progress=report, format=format,
+                            stream=stream, chunk_events=chunk_events)
 
 
 class EpochProgress:

@@ -17,12 +17,14 @@ from . import ddp as distributed
 from ._common import (
     BatchOpt,
     CutContextOpt,
+    ChunkOpt,
     DataOpt,
     DdpOpt,
     DeviceOpt,
     EpochProgress,
     EpochsOpt,
     EventsOpt,
+    FormatOpt,
     FractionsOpt,
     JsonOpt,
     LrOpt,
@@ -31,6 +33,7 @@ from ._common import (
     RegistryOpt,
     ResumeOpt,
     SeedOpt,
+    StreamOpt,
     TaskProgress,
     ThreadsOpt,
     VectorizeOpt,
@@ -176,6 +179,9 @@ def compare(
     specs: Annotated[list[str], typer.Argument(help="Two or more spec files (.toml) or preset names.")],
     data: DataOpt = "zmumu",
     events: EventsOpt = None,
+    format: FormatOpt = None,
+    stream: StreamOpt = None,
+    chunk_events: ChunkOpt = None,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -268,12 +274,13 @@ def compare(
         if executor != "local" or retries or jobs != 1:
             raise UsageError("--ddp trains every task data-parallel in this machine's processes: use --executor local")
         request = distributed.DdpRequest("compare", tuple(loaded), settings, out, resume, str(dev),
-                                         tuple(registry or ()), quiet, {"lr_grid": grid, "invariance": invariance})
+                                         tuple(registry or ()), quiet, {"lr_grid": grid, "invariance": invariance},
+                                         {"format": format, "stream": stream, "chunk_events": chunk_events})
         summary = distributed.run_distributed(ddp, request, threads, mode)
         if summary is None:  # a rank other than 0: rank 0 reports
             return
     else:
-        events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg)
+        events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg, format, stream, chunk_events)
         progress = (EpochProgress(quiet, show_lr=grid is not None) if runner.in_process
                     else TaskProgress(quiet, f"training tasks ({runner.name})"))
         with progress:

@@ -1,4 +1,5 @@
-"""``symfw data``: generate a dataset with a dataset plugin, and inspect an event file."""
+"""``symfw data``: generate a dataset with a dataset plugin, inspect an event file, convert a file
+of any format symfw reads to symfw's own layout."""
 
 from __future__ import annotations
 
@@ -12,13 +13,25 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from symfw.core.data import load_events, resolve_data, save_events, target_summary
+from symfw.core.data import resolve_data, save_events, target_summary
 from symfw.core.errors import UsageError
 from symfw.core.io import check_writable, jsonable
 
-from ._common import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, parse_floats, registry_with
+from ._common import (
+    ChunkOpt,
+    FormatOpt,
+    JsonOpt,
+    QuietOpt,
+    RegistryOpt,
+    StreamOpt,
+    err_console,
+    make_app,
+    out_console,
+    parse_floats,
+    registry_with,
+)
 
-app = make_app("Generate toy datasets and inspect event files (.npz, .h5).")
+app = make_app("Generate toy datasets, inspect event files, convert files of other formats to symfw's layout.")
 
 SUFFIXES = (".npz", ".h5", ".hdf5")
 
@@ -35,6 +48,19 @@ def parse_settings(items: list[str] | None) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key.strip()] = value
     return out
+
+
+def write_events(data, out: Path, quiet: bool, json_: bool, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save ``data`` to ``out`` (a status line on a terminal) and return its summary, printed as JSON with ``--json``."""
+    if quiet or not err_console.is_terminal:
+        save_events(data, out)
+    else:
+        with err_console.status(f"writing {out}"):
+            save_events(data, out)
+    summary = data.describe()
+    if json_:
+        out_console.print_json(json.dumps(jsonable({"file": str(out), **(extra or {}), **summary}), allow_nan=False))
+    return summary
 
 
 @app.command("generate")
@@ -101,14 +127,7 @@ def generate(
     finally:
         if bar.live.is_started:
             bar.stop()
-    if quiet or not err_console.is_terminal:
-        save_events(data, out)
-    else:
-        with err_console.status(f"writing {out}"):
-            save_events(data, out)
-    summary = data.describe()
-    if json_:
-        out_console.print_json(json.dumps(jsonable({"file": str(out), **summary}), allow_nan=False))
+    summary = write_events(data, out, quiet, json_)
     if not quiet:
         err_console.print(
             f"wrote {out}: {summary['n_events']:,} events ({summary['n_signal']:,} signal, "
@@ -181,16 +200,29 @@ def parse_edges(text: str) -> tuple[float, ...]:
     return tuple(parse_floats(text, "--slices", "0,20,50,100 (GeV)"))
 
 
+def open_file(file: str, format: str | None, stream: bool | None, chunk_events: int | None, registry):
+    """The events of a data file (not a dataset plugin), loaded or streamed."""
+    from symfw.core.streaming import open_events
+
+    return open_events(file, format=format, stream=stream, chunk_events=chunk_events, registry=registry)
+
+
 @app.command("inspect")
 def inspect(
-    file: Annotated[Path, typer.Argument(help="Event file (.npz, .h5, .hdf5).")],
+    file: Annotated[str, typer.Argument(help="Event file in any format symfw reads (a quoted glob for several).")],
     plots: Annotated[Path | None, typer.Option("--plots", help="Write the Fig. 1 and Fig. 2 PNGs into this folder.")] = None,
     slice_by: Annotated[str, typer.Option(help="pT slices of the mass plot in: dimuon-pt or leading-pt.")] = "dimuon-pt",
     slices: Annotated[str, typer.Option("--slices", help="Inner slice edges in GeV, comma-separated.")] = "20,50",
+    format: FormatOpt = None,
+    stream: StreamOpt = None,
+    chunk_events: ChunkOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
+    registry: RegistryOpt = None,
 ):
     """Validate an event file and summarise it: classes, weights, pT and mass; optionally plot.
+
+    A file larger than memory is read in chunks (--stream), never whole.
 
     Example: symfw data inspect z.npz --plots plots/
     """
@@ -201,11 +233,12 @@ def inspect(
     edges = insp.check_edges(parse_edges(slices))
     if plots is not None:
         check_writable(plots, "--plots")
-    data = load_events(file)
-    summary = {**insp.summarize(data, slice_by=slice_by, edges=edges), "target": target_summary(data)}
+    data = open_file(file, format, stream, chunk_events, registry_with(registry))
+    q = insp.event_quantities(data)
+    summary = {**insp.summarize(data, slice_by=slice_by, edges=edges, q=q), "target": target_summary(data)}
     written = []
     if plots is not None:
-        written = [str(p) for p in insp.write_plots(data, plots, slice_by=slice_by, edges=edges)]
+        written = [str(p) for p in insp.write_plots(data, plots, slice_by=slice_by, edges=edges, q=q)]
     if json_:
         out_console.print_json(json.dumps(jsonable({"file": str(file), **summary, "plots": written}), allow_nan=False))
     else:
@@ -217,3 +250,38 @@ def inspect(
             out_console.print(f"plot: {path}")
     if not quiet and written and json_:
         err_console.print(f"wrote {len(written)} plots to {plots}")
+
+
+@app.command("convert")
+def convert(
+    source: Annotated[str, typer.Argument(help="Data file in any format symfw reads (a quoted glob for several).")],
+    out: Annotated[Path, typer.Argument(help="Output file in symfw's layout: .npz, or .h5/.hdf5 (streamable).")],
+    format: FormatOpt = None,
+    stream: StreamOpt = None,
+    chunk_events: ChunkOpt = None,
+    json_: JsonOpt = False,
+    quiet: QuietOpt = False,
+    registry: RegistryOpt = None,
+):
+    """Write a data file of any format symfw reads in symfw's own layout, atomically.
+
+    The events are checked as training checks them; a file larger than memory is converted
+    chunk by chunk. HDF5 output is read fastest when streamed (only the rows needed).
+
+    Example: symfw data convert train.h5 top-tagging-train.h5 (the Top Tagging table → symfw's HDF5)
+    """
+    if out.suffix.lower() not in SUFFIXES:
+        raise UsageError(f"{out}: unknown file type '{out.suffix}'; use .npz, .h5 or .hdf5")
+    check_writable(out, "OUT", directory=False)
+    if Path(source).exists() and Path(source).resolve() == out.resolve():
+        raise UsageError(f"{out}: is the input file; write the converted events to another file")
+    start = time.perf_counter()
+    data = open_file(source, format, stream, chunk_events, registry_with(registry))
+    summary = write_events(data, out, quiet, json_, {"source": source})
+    if not quiet:
+        classes = f", classes {data.meta['classes']}" if "classes" in data.meta else ""
+        err_console.print(
+            f"wrote {out}: {summary['n_events']:,} events × {summary['n_particles']} particles "
+            f"({summary['n_classes']} classes{classes}{', with targets' if data.target is not None else ''}) "
+            f"from {source} ({data.meta.get('format', 'symfw')}) in {time.perf_counter() - start:.1f} s"
+        )

@@ -31,6 +31,7 @@ class DdpRequest:
     registry: tuple[Path, ...]
     quiet: bool
     options: dict[str, Any] = field(default_factory=dict)
+    data_options: dict[str, Any] = field(default_factory=dict)  # format, stream, chunk_events of --data
 
 
 def _rank_main(request: DdpRequest, torchrun: bool = False) -> dict[str, Any] | None:
@@ -51,7 +52,7 @@ def _rank_main(request: DdpRequest, torchrun: bool = False) -> dict[str, Any] | 
         try:
             quiet = request.quiet or not info.is_main
             s = request.settings
-            data = load_data(s.data, s.events, s.seed, quiet, reg)
+            data = load_data(s.data, s.events, s.seed, quiet, reg, **request.data_options)
             with EpochProgress(quiet, show_lr=request.options.get("lr_grid") is not None) as progress:
                 if request.command == "train":
                     results = run_training(request.specs[0], data, s, request.out, resume=request.resume,

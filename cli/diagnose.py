@@ -18,7 +18,17 @@ from rich.table import Table
 from symfw.core.errors import SymfwError, UsageError
 from symfw.core.io import check_writable
 
-from ._common import JsonOpt, QuietOpt, RegistryOpt, err_console, make_app, out_console, parse_floats, registry_with
+from ._common import (
+    FormatOpt,
+    JsonOpt,
+    QuietOpt,
+    RegistryOpt,
+    err_console,
+    make_app,
+    out_console,
+    parse_floats,
+    registry_with,
+)
 
 app = make_app("Diagnose models: invariance under the spec's group; accuracy vs pT on boosted events.")
 
@@ -82,20 +92,22 @@ def _load_target(target: str, label: str | None, *, fraction: float, best: bool,
     return f"{spec.name} (untrained)", spec, [model], None
 
 
-def _events(data: str | None, events: int, seed: int, settings: dict | None, reg):
-    """The events to evaluate on: a run's held-out test split when the run's data is asked for."""
+def _events(data: str | None, events: int, seed: int, settings: dict | None, reg, format: str | None = None):
+    """The events to evaluate on: a run's held-out test split when the run's data is asked for
+    (a large file streamed: only the events evaluated are read)."""
     from symfw.core.data import resolve_data
 
     if settings is not None and (data is None or data == settings.get("data")):
         from symfw.core.training import RunSettings, prepare_split
 
         run_settings = RunSettings.from_record(settings)
-        full = resolve_data(run_settings.data, n_events=run_settings.events, seed=run_settings.seed, registry=reg)
+        full = resolve_data(run_settings.data, n_events=run_settings.events, seed=run_settings.seed, registry=reg,
+                            format=format)
         test = prepare_split(full, run_settings).test
         return full.subset(np.sort(test)[:events]), f"test split of the run's data ({run_settings.data})"
     if data is None:
         raise UsageError("--data: required unless the first target is a training run directory")
-    return resolve_data(data, n_events=events, seed=seed, registry=reg), f"{data} (seed {seed})"
+    return resolve_data(data, n_events=events, seed=seed, registry=reg, format=format), f"{data} (seed {seed})"
 
 
 QUANTITIES = {"dlogit": "|Δ logit|", "dprob": "|Δ probability|", "dquantile": "|Δ output quantile|"}
@@ -125,7 +137,7 @@ TargetsArg = Annotated[
     typer.Argument(help="Run directories, compare folders, or specs (files or preset names).", metavar="RUN_DIR|SPEC..."),
 ]
 DiagDataOpt = Annotated[
-    str | None, typer.Option("--data", help="Dataset (e.g. zmumu) or .npz/.h5 file; default: a run's own test split.")
+    str | None, typer.Option("--data", help="Dataset (e.g. zmumu) or data file; default: a run's own test split.")
 ]
 EventsOpt = Annotated[int, typer.Option("--events", help="Number of events to evaluate on.")]
 DiagSeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the generated events, the group elements and untrained models.")]
@@ -146,6 +158,7 @@ def _check_common(events: int, seed: int, out: Path | None) -> None:
 def invariance(
     targets: TargetsArg,
     data: DiagDataOpt = None,
+    format: FormatOpt = None,
     events: EventsOpt = 5000,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for invariance.json and invariance.png.")] = None,
     parameters: Annotated[
@@ -195,7 +208,7 @@ def invariance(
                              f"task {spec.task.name} has other outputs")
     group = loaded[0][2][0].group
     n_rows = len(diagnostic_directions(group, names))  # unknown names: UsageError listing the known ones
-    sample, where = _events(data, events, seed, loaded[0][3], reg)
+    sample, where = _events(data, events, seed, loaded[0][3], reg, format)
     tensors = sample.tensors(dtype=torch.float64)
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console, disable=quiet)
@@ -252,6 +265,7 @@ def invariance(
 def pt(
     targets: TargetsArg,
     data: DiagDataOpt = None,
+    format: FormatOpt = None,
     events: EventsOpt = 5000,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for accuracy_vs_pt.json and .png.")] = None,
     parameters: Annotated[
@@ -299,7 +313,7 @@ def pt(
         reg.get("context", name)
     except SymfwError as exc:
         raise UsageError(f"--context: {exc}") from None
-    sample, where = _events(data, events, seed, loaded[0][3], reg)
+    sample, where = _events(data, events, seed, loaded[0][3], reg, format)
     t = sample.tensors(dtype=torch.float64)
     variable = torch.as_tensor(context_variable(name, sample, reg), dtype=torch.float64)
     with err_console.status("evaluating", spinner="dots") if not quiet else contextlib.nullcontext():

@@ -16,12 +16,14 @@ from . import ddp as distributed
 from ._common import (
     BatchOpt,
     CutContextOpt,
+    ChunkOpt,
     DataOpt,
     DdpOpt,
     DeviceOpt,
     EpochProgress,
     EpochsOpt,
     EventsOpt,
+    FormatOpt,
     FractionsOpt,
     JsonOpt,
     LrOpt,
@@ -30,6 +32,7 @@ from ._common import (
     RegistryOpt,
     ResumeOpt,
     SeedOpt,
+    StreamOpt,
     ThreadsOpt,
     VectorizeOpt,
     ScheduleOpt,
@@ -84,6 +87,9 @@ def train(
     spec: Annotated[str, typer.Argument(help="A spec file (.toml) or a preset name.")],
     data: DataOpt = "zmumu",
     events: EventsOpt = None,
+    format: FormatOpt = None,
+    stream: StreamOpt = None,
+    chunk_events: ChunkOpt = None,
     epochs: EpochsOpt = None,
     lr: LrOpt = None,
     batch_size: BatchOpt = None,
@@ -124,12 +130,13 @@ def train(
     check_writable(out)
     if distributed.wanted(ddp):
         request = distributed.DdpRequest("train", (the_spec,), settings, out, resume, str(dev), tuple(registry or ()),
-                                         quiet)
+                                         quiet, data_options={"format": format, "stream": stream,
+                                                              "chunk_events": chunk_events})
         results = distributed.run_distributed(ddp, request, threads, mode)
         if results is None:  # a rank other than 0: rank 0 reports
             return
     else:
-        events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg)
+        events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg, format, stream, chunk_events)
         with EpochProgress(quiet) as progress:
             results = run_training(
                 the_spec, events_data, settings, out, resume=resume, device=dev, vectorize=mode,

@@ -101,7 +101,10 @@ class TrainTask:
 
 
 def _writable(data: EventData) -> EventData:
-    """``data`` with writable arrays (Ray hands tasks read-only views of its object store)."""
+    """``data`` with writable arrays (Ray hands tasks read-only views of its object store);
+    streamed events are read from their file, and their per-event arrays are only read."""
+    if not data.in_memory:
+        return data
     arrays = {k: getattr(data, k) for k in ("p4", "label", "mask", "weight", "p4_true", "target")}
     return EventData(**{k: a if a is None or a.flags.writeable else np.array(a) for k, a in arrays.items()},
                      meta=dict(data.meta))
@@ -459,7 +462,7 @@ def train_runs(
     for spec in specs:
         _on_main(parallel, lambda spec=spec: check_training(
             spec, members=members, n_train=len(split.train), n_eval=max(len(split.val), len(split.test)),
-            n_events=len(data), device=device, registry=registry, dtype=dtype, processes=processes,
+            n_events=data.resident_events, device=device, registry=registry, dtype=dtype, processes=processes,
             vectorized=vectorize == "yes" and parallel is None))
         check_data_fits(spec, data, registry)
         check_penalties(spec, registry, origin=f"spec '{spec.name}'")

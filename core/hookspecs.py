@@ -58,6 +58,11 @@ def register_tasks(register):
     """Register :class:`~symfw.core.interfaces.Task` subclasses (binary, multiclass, regression)."""
 
 
+@hookspec
+def register_formats(register):
+    """Register :class:`~symfw.core.interfaces.FileFormat` subclasses (readers of event files)."""
+
+
 #: hook name -> component kind it registers
 HOOK_KINDS = {
     "register_groups": "group",
@@ -69,4 +74,5 @@ HOOK_KINDS = {
     "register_penalties": "penalty",
     "register_datasets": "dataset",
     "register_tasks": "task",
+    "register_formats": "format",
 }

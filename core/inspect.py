@@ -46,6 +46,23 @@ def quantities(p4: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     return {"leading-pt": _pt(p4).max(1), "dimuon-pt": _pt(total), "mass": _mass(total)}
 
 
+def event_quantities(data) -> dict[str, np.ndarray]:
+    """:func:`quantities` of every event of ``data`` (in memory or streamed, read chunk by chunk),
+    and under ``true-…`` keys those of ``p4_true`` when the data has it."""
+    parts: list[dict[str, np.ndarray]] = []
+    names = ("p4", "mask", "p4_true") if data.has_p4_true else ("p4", "mask")
+    for chunk in data.chunks(names=names):
+        q = quantities(chunk.p4, chunk.mask)
+        if chunk.p4_true is not None:
+            q.update({f"true-{k}": v for k, v in quantities(chunk.p4_true, chunk.mask).items()})
+        parts.append(q)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _true(q: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+    return {k.removeprefix("true-"): v for k, v in q.items() if k.startswith("true-")} or None
+
+
 def half_width(x: np.ndarray) -> float:
     """Half the central 68% interval (σ for a Gaussian, robust to Breit–Wigner tails)."""
     if len(x) < 2:
@@ -87,12 +104,14 @@ def _stats(x: np.ndarray) -> dict[str, float]:
 
 
 def summarize(
-    data: EventData, slice_by: str = "dimuon-pt", edges: tuple[float, ...] = DEFAULT_SLICE_EDGES
+    data: EventData, slice_by: str = "dimuon-pt", edges: tuple[float, ...] = DEFAULT_SLICE_EDGES,
+    q: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Counts, weights, pT and mass summaries per class, and the signal mass width per pT slice."""
+    """Counts, weights, pT and mass summaries per class, and the signal mass width per pT slice
+    (``q``: :func:`event_quantities` of ``data``, computed when not given)."""
     edges = check_edges(edges)
-    q = quantities(data.p4, data.mask)
-    q_true = quantities(data.p4_true, data.mask) if data.p4_true is not None else None
+    q = event_quantities(data) if q is None else q
+    q_true = _true(q)
     classes: dict[str, Any] = {}
     for name, cls in (("signal", 1), ("background", 0)):
         sel = data.label == cls
@@ -127,7 +146,7 @@ def summarize(
         "events": len(data),
         "particles": data.n_particles,
         "weighted": bool(not np.all(data.weight == 1)),
-        "has_truth": data.p4_true is not None,
+        "has_truth": data.has_p4_true,
         "classes": classes,
         "mass_width_by_slice": {"slice_by": slice_by, "slices": widths},
         "meta": {k: v for k, v in data.meta.items() if isinstance(v, (str, int, float, bool))},
@@ -176,13 +195,14 @@ def _density(x, w, edges):
     return h / total / width, np.sqrt(h2) / total / width
 
 
-def reweight_chi2(data: EventData, variable: str, edges: np.ndarray) -> tuple[float, int]:
+def reweight_chi2(data: EventData, variable: str, edges: np.ndarray,
+                  q: dict[str, np.ndarray] | None = None) -> tuple[float, int]:
     """χ² and ndf of the weighted background vs the signal spectrum of ``variable`` in ``edges``.
 
     Both histograms are normalised to unit area; each bin's variance is the sum of the
     signal's (counts) and the background's (sum of squared weights) relative variances.
     """
-    x = quantities(data.p4, data.mask)[variable]
+    x = (event_quantities(data) if q is None else q)[variable]
     sig, bkg = data.label == 1, data.label == 0
     s, _ = np.histogram(x[sig], edges)
     b, _ = np.histogram(x[bkg], edges, weights=data.weight[bkg])
@@ -194,13 +214,15 @@ def reweight_chi2(data: EventData, variable: str, edges: np.ndarray) -> tuple[fl
     return chi2, int(ok.sum() - 1)
 
 
-def plot_reweighting(data: EventData, path: str | Path, variable: str | None = None, n_bins: int = 60) -> Path:
+def plot_reweighting(data: EventData, path: str | Path, variable: str | None = None, n_bins: int = 60,
+                     q: dict[str, np.ndarray] | None = None) -> Path:
     """Fig. 1: the pT spectrum of signal, background and reweighted background (ratio below)."""
     plt = _pyplot()
     variable = variable or str(data.meta.get("reweight_variable", "leading-pt"))
     if variable not in VARIABLES:
         raise UsageError(f"unknown variable '{variable}'; known: {', '.join(VARIABLES)}")
-    x = quantities(data.p4, data.mask)[variable]
+    q = event_quantities(data) if q is None else q
+    x = q[variable]
     sig, bkg = data.label == 1, data.label == 0
     hi = float(np.percentile(x[sig], 99.5))
     edges = np.linspace(0.0, hi, n_bins + 1)
@@ -228,7 +250,7 @@ def plot_reweighting(data: EventData, path: str | Path, variable: str | None = N
         rax.errorbar(centers, ratio, yerr=r_err, fmt="o" if color == "black" else "s", ms=2.5, color=color,
                      elinewidth=0.8, mfc=color if color == "black" else "none")
     if weighted or mode == "resample":
-        chi2, ndf = reweight_chi2(data, variable, edges)
+        chi2, ndf = reweight_chi2(data, variable, edges, q)
         ax.text(0.97, 0.60, f"{'reweighted' if weighted else 'resampled'} vs signal:\nχ²/ndf = {chi2:.1f}/{ndf}",
                 transform=ax.transAxes, ha="right", va="top", fontsize=10)
     info = []
@@ -251,6 +273,7 @@ def plot_mass_slices(
     slice_by: str = "dimuon-pt",
     edges: tuple[float, ...] = DEFAULT_SLICE_EDGES,
     mass_range: tuple[float, float] | None = None,
+    q: dict[str, np.ndarray] | None = None,
 ) -> Path:
     """Fig. 2: the signal's mass in pT slices, true (top, if known) and measured (bottom)."""
     plt = _pyplot()
@@ -258,13 +281,14 @@ def plot_mass_slices(
     if slice_by not in VARIABLES:
         raise UsageError(f"unknown slice variable '{slice_by}'; known: {', '.join(VARIABLES)}")
     sig = data.label == 1
-    q = quantities(data.p4[sig], data.mask[sig])
+    every = event_quantities(data) if q is None else q
+    q = {k: v[sig] for k, v in every.items()}
     after = "after smearing (measured muons)"
     if "resolution" in data.meta:
         after += f"\nσ(pT)/pT = {data.meta['resolution']:g} ⊕ {data.meta.get('resolution_slope', 0):g}·pT/GeV"
     panels = [(after, q["mass"])]
-    if data.p4_true is not None:
-        panels.insert(0, ("before smearing (true muons)", quantities(data.p4_true[sig], data.mask[sig])["mass"]))
+    if "true-mass" in q:
+        panels.insert(0, ("before smearing (true muons)", q["true-mass"]))
     if mass_range is None:
         window = str(data.meta.get("mass_window", ""))
         try:
@@ -301,12 +325,14 @@ def write_plots(
     directory: str | Path,
     slice_by: str = "dimuon-pt",
     edges: tuple[float, ...] = DEFAULT_SLICE_EDGES,
+    q: dict[str, np.ndarray] | None = None,
 ) -> list[Path]:
     """Write fig1_pt_reweighting.png and fig2_mass_slices.png into ``directory``."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory}: exists and is not a directory")
+    q = event_quantities(data) if q is None else q
     return [
-        plot_reweighting(data, directory / "fig1_pt_reweighting.png"),
-        plot_mass_slices(data, directory / "fig2_mass_slices.png", slice_by=slice_by, edges=edges),
+        plot_reweighting(data, directory / "fig1_pt_reweighting.png", q=q),
+        plot_mass_slices(data, directory / "fig2_mass_slices.png", slice_by=slice_by, edges=edges, q=q),
     ]

@@ -403,6 +403,37 @@ class DatasetSource(Component):
         raise NotImplementedError
 
 
+class FileFormat(Component):
+    """A reader of one kind of event file: symfw's own layout, or a public dataset's (Top Tagging,
+    energyflow, JetClass, PELICAN).
+
+    Constructed as ``Format(options)``. ``extensions`` are the file-name endings it reads
+    (``".h5"``); :meth:`sniff` says from the file's content, cheaply and without the optional
+    dependencies, whether the file is of this format; :meth:`open` returns a
+    :class:`symfw.core.formats.Reader` (arrays named as in symfw's layout, read by row ranges).
+    ``requires`` names the modules :meth:`open` imports and ``extra`` the pip extra installing
+    them (a missing one is a one-line error naming the extra). A ``fallback`` format reads its
+    extensions when no other format recognises the content, and says what is wrong with it.
+    ``label`` is the format's name in messages.
+    """
+
+    kind = "format"
+    extensions: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = ()
+    extra: ClassVar[str | None] = None
+    fallback: ClassVar[bool] = False
+    label: ClassVar[str] = ""
+
+    def __init__(self, options: Options | None = None):
+        self.options = options if options is not None else self.Options()
+
+    def sniff(self, path: Path) -> bool:
+        return False
+
+    def open(self, path: Path):
+        raise NotImplementedError
+
+
 class Task(Component):
     """What a model is trained to do: its output width, loss, metrics and primary metric.
 
@@ -474,6 +505,7 @@ COMPONENT_KINDS: dict[str, type[Component]] = {
     "penalty": Penalty,
     "dataset": DatasetSource,
     "task": Task,
+    "format": FileFormat,
 }
 
 # re-exported for plugins that build four-vector quantities
@@ -485,6 +517,7 @@ __all__ = [
     "Component",
     "DatasetSource",
     "Encoder",
+    "FileFormat",
     "InputTransform",
     "InvariantMap",
     "MatrixLieGroup",

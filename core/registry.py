@@ -41,6 +41,7 @@ KIND_LABELS = {
     "penalty": "penalty",
     "dataset": "dataset",
     "task": "task",
+    "format": "file format",
 }
 
 

@@ -163,9 +163,13 @@ def make_task(spec: Spec, registry=None) -> Task:
 def context_variable(name: str, data: EventData, registry=None) -> np.ndarray:
     """The breaking variable of context ``name`` (e.g. leading pT, GeV) of every event."""
     cls = (registry or get_registry()).get("context", name)
-    t = data.tensors(dtype=torch.float64)
+    context = cls(cls.Options())
+    out = []
     with torch.no_grad():
-        return cls(cls.Options()).variable(t["p4"], t["mask"]).numpy()
+        for chunk in data.chunks(names=("p4", "mask")):
+            t = chunk.tensors(dtype=torch.float64)
+            out.append(context.variable(t["p4"], t["mask"]).numpy())
+    return np.concatenate(out)
 
 
 def restrict(split: Split, values: np.ndarray, cut: float, labels: np.ndarray) -> Split:
@@ -205,7 +209,7 @@ def check_data_fits(spec: Spec, data: EventData, registry=None) -> None:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise DataError(
             f"spec '{spec.name}' (n_particles = {spec.n_particles}) cannot take these events with "
-            f"{data.p4.shape[1]} particle slots: {detail}"
+            f"{data.n_particles} particle slots: {detail}"
         ) from None
 
 
@@ -238,26 +242,117 @@ def lam_at(ref: PenaltyRef, epoch: int) -> float:
 
 @dataclass
 class Tensors:
-    """Events on the training device (targets as the task wants them) and NumPy copies for metrics."""
+    """The events as training sees them: targets and weights of every event on the device, and
+    the four-vectors and masks — all on the device (``p4``, ``mask``) for events in memory, or
+    read from the file window by window for streamed events (``p4`` and ``mask`` None).
 
-    p4: torch.Tensor
-    mask: torch.Tensor
+    Either way :meth:`batches` serves the same batches (the rows of ``order`` in ``steps``) and
+    :meth:`chunks` the same evaluation chunks of :data:`~symfw.core.limits.EVAL_CHUNK` events,
+    with the same numbers, so a streamed file trains exactly as a loaded one.
+    """
+
+    p4: torch.Tensor | None
+    mask: torch.Tensor | None
     target: torch.Tensor
     weight: torch.Tensor
     target_np: np.ndarray
     weight_np: np.ndarray
-    data: EventData
+    data: Any  # EventData, or StreamedEvents
+    dtype: torch.dtype = torch.float32
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     @classmethod
-    def from_data(cls, data: EventData, task: Task, device, dtype: torch.dtype = torch.float32) -> "Tensors":
-        t = data.tensors(device, dtype=dtype)
+    def from_data(cls, data, task: Task, device, dtype: torch.dtype = torch.float32) -> "Tensors":
+        device = torch.device(device)
         target = task.targets(data)
         tdtype = torch.long if target.dtype.kind in "iu" else dtype
-        return cls(t["p4"], t["mask"], torch.as_tensor(target, dtype=tdtype, device=device), t["weight"],
-                   target, data.weight.astype(np.float64), data)
+        weight = torch.as_tensor(data.weight, dtype=dtype, device=device)
+        p4 = mask = None
+        if data.in_memory:
+            t = data.tensors(device, dtype=dtype)
+            p4, mask, weight = t["p4"], t["mask"], t["weight"]
+        return cls(p4, mask, torch.as_tensor(target, dtype=tdtype, device=device), weight,
+                   target, data.weight.astype(np.float64), data, dtype, device)
+
+    @property
+    def streamed(self) -> bool:
+        return self.p4 is None
+
+    def _read(self, events: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Four-vectors and masks of ``events`` (any order; best sorted and unique) read from the file, on the device."""
+        got = self.data.read_rows(events)
+        return (torch.from_numpy(got["p4"]).to(self.device, self.dtype),
+                torch.from_numpy(got["mask"]).to(self.device))
 
     def batch(self, idx: torch.Tensor) -> Batch:
-        return Batch(self.p4[idx], self.mask[idx], self.target[idx], self.weight[idx])
+        """The batch of events ``idx`` (M, B)."""
+        if not self.streamed:
+            return Batch(self.p4[idx], self.mask[idx], self.target[idx], self.weight[idx])
+        events, inverse = np.unique(idx.cpu().numpy().reshape(-1), return_inverse=True)
+        p4, mask = self._read(events)
+        local = torch.as_tensor(inverse.reshape(idx.shape), device=self.device)
+        return Batch(p4[local], mask[local], self.target[idx], self.weight[idx])
+
+    def windows(self, steps: Sequence[tuple[int, int]], members: int) -> list[list[tuple[int, int]]]:
+        """``steps`` in consecutive groups whose events (``members`` rows each) fit in the
+        streamed data's ``chunk_events`` (at least one step each)."""
+        out: list[list[tuple[int, int]]] = []
+        for step in steps:
+            if out and members * (step[1] - out[-1][0][0]) <= self.data.chunk_events:
+                out[-1].append(step)
+            else:
+                out.append([step])
+        return out
+
+    def _window(self, order: np.ndarray, window: list[tuple[int, int]]):
+        lo, hi = window[0][0], window[-1][1]
+        events, inverse = np.unique(order[:, lo:hi], return_inverse=True)
+        p4, mask = self._read(events)
+        return p4, mask, torch.as_tensor(inverse.reshape(order.shape[0], hi - lo), device=self.device)
+
+    def batches(self, order: torch.Tensor, steps: Sequence[tuple[int, int]]):
+        """The batches ``order[:, start:stop]`` of each step. Streamed: each window of upcoming
+        batches is read at once (its events sorted, in one pass over the file), the next one
+        while this one trains."""
+        if not self.streamed:
+            for start, stop in steps:
+                yield self.batch(order[:, start:stop])
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        order_np = order.cpu().numpy()
+        windows = self.windows(steps, order.shape[0])
+        with ThreadPoolExecutor(1, thread_name_prefix="symfw-read") as pool:
+            pending = pool.submit(self._window, order_np, windows[0]) if windows else None
+            for k, window in enumerate(windows):
+                p4, mask, inverse = pending.result()
+                if k + 1 < len(windows):
+                    pending = pool.submit(self._window, order_np, windows[k + 1])
+                lo = window[0][0]
+                for start, stop in window:
+                    local, idx = inverse[:, start - lo : stop - lo], order[:, start:stop]
+                    yield Batch(p4[local], mask[local], self.target[idx], self.weight[idx])
+
+    def chunks(self, index: np.ndarray):
+        """(p4, mask) of the events ``index`` on the device, :data:`~symfw.core.limits.EVAL_CHUNK`
+        at a time (streamed: read a whole number of such chunks at once, about ``chunk_events``)."""
+        from .limits import EVAL_CHUNK
+
+        index = np.asarray(index, dtype=np.int64)
+        if not self.streamed:
+            for start in range(0, len(index), EVAL_CHUNK):
+                idx = torch.as_tensor(index[start : start + EVAL_CHUNK], device=self.device)
+                yield self.p4[idx], self.mask[idx]
+            return
+        group = EVAL_CHUNK * max(1, self.data.chunk_events // EVAL_CHUNK)
+        for start in range(0, len(index), group):
+            p4, mask = self._read(index[start : start + group])
+            for s in range(0, len(p4), EVAL_CHUNK):
+                yield p4[s : s + EVAL_CHUNK], mask[s : s + EVAL_CHUNK]
+
+    def predict(self, ens: Ensemble, index: np.ndarray, state=None) -> torch.Tensor:
+        """Outputs (M, n[, K]) of every member on the events ``index``, chunk by chunk."""
+        return torch.cat([ens.predict(p4, mask, state=state) for p4, mask in self.chunks(index)], dim=1)
 
 
 @dataclass
@@ -389,8 +484,7 @@ def train_epoch(
     stepper.ens.train()
     totals = torch.zeros(2, len(stepper.ens), device=order.device, dtype=torch.float64)
     count = 0
-    for start, stop in steps:
-        batch = tensors.batch(order[:, start:stop])
+    for (start, stop), batch in zip(steps, tensors.batches(order, steps)):
         loss, pen = stepper.step(augment(batch) if augment else batch, terms)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -432,18 +526,18 @@ def train_ensemble(
     task = make_task(spec, registry)
     train_idx = torch.as_tensor(job.split.train, dtype=torch.long)
     train_t = torch.as_tensor(job.split.train, device=device)
-    affine = task.prepare(tensors.target[train_t].to(tensors.p4.dtype), tensors.weight[train_t])
+    affine = task.prepare(tensors.target[train_t].to(tensors.dtype), tensors.weight[train_t])
     init = None
     if job.matched is not None:
         from .matching import PROBE_EVENTS, matched_state
 
-        probe_idx = torch.as_tensor(job.split.train[:PROBE_EVENTS], device=device)
-        probe_p4, probe_mask = tensors.p4[probe_idx].cpu(), tensors.mask[probe_idx].cpu()
+        probe = tensors.batch(torch.as_tensor(job.split.train[:PROBE_EVENTS], device=device))
+        probe_p4, probe_mask = probe.p4.cpu(), probe.mask.cpu()
 
         def init(seed: int) -> dict[str, torch.Tensor]:
             return matched_state(job.matched, seed, probe_p4, probe_mask, registry)
 
-    ens = Ensemble(spec, job.seeds, device=device, registry=registry, dtype=tensors.p4.dtype, task=task,
+    ens = Ensemble(spec, job.seeds, device=device, registry=registry, dtype=tensors.dtype, task=task,
                    output_affine=affine, init=init)
     opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     penalties = penalty_terms(spec, ens.base.group, registry)
@@ -484,8 +578,6 @@ def train_ensemble(
         (params, buffers), best = ens.state(), ens.state()
         ckpt = Checkpoint(0, list(job.seeds), params, buffers, opt.state_dict(), *best, [None] * len(ens), [0] * len(ens))
     ckpt.mode, ckpt.mode_reason = stepper.mode, stepper.reason
-    val_t = torch.as_tensor(job.split.val, device=device)
-    val_p4, val_mask = tensors.p4[val_t], tensors.mask[val_t]
 
     rng_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
@@ -499,7 +591,7 @@ def train_ensemble(
             totals = train_epoch(stepper, opt, tensors, order, steps, terms, augment).tolist()
             if not stepper.is_main:
                 continue
-            val = _member_metrics(task, tensors, job.split.val, ens.predict(val_p4, val_mask))
+            val = _member_metrics(task, tensors, job.split.val, tensors.predict(ens, job.split.val))
             for m, mm in enumerate(val):
                 if task.better(mm[task.primary], math.nan if ckpt.best_score[m] is None else ckpt.best_score[m]):
                     ckpt.best_score[m], ckpt.best_epoch[m] = mm[task.primary], epoch + 1
@@ -556,12 +648,11 @@ def final_results(job, task, ens, tensors, ckpt: Checkpoint, world_size: int = 1
     extrapolation and the task's report."""
     history, best_epoch = ckpt.history, ckpt.best_epoch
     primary, device = task.primary, job.device
-    test_t = torch.as_tensor(job.split.test, device=device)
-    test_p4, test_mask = tensors.p4[test_t], tensors.mask[test_t]
-    final_out = ens.predict(test_p4, test_mask)
-    final_test = _member_metrics(task, tensors, job.split.test, final_out)
     best_state = (ckpt.best_params, ckpt.best_buffers)
-    best_test = _member_metrics(task, tensors, job.split.test, ens.predict(test_p4, test_mask, state=best_state))
+    models = [ens.member(m) for m in range(len(ens))]
+    final_out, best_out, weights = _test_pass(ens, models, best_state, tensors, job.split.test)
+    final_test = _member_metrics(task, tensors, job.split.test, final_out)
+    best_test = _member_metrics(task, tensors, job.split.test, best_out)
     n_epochs, n = len(history), len(ens)
     val_curve = [[M.from_json(r["members"][m]["val"][primary]) for m in range(n)] for r in history]
     members = []
@@ -613,7 +704,7 @@ def final_results(job, task, ens, tensors, ckpt: Checkpoint, world_size: int = 1
             "epochs_to_99": M.mean_std([m["epochs_to_99"] for m in members]),
             f"val_{primary}_at": {str(e): M.mean_std(val_curve[e - 1]) for e in at_epochs},
         },
-        "general_weight": general_weight_curve([ens.member(m) for m in range(n)], test_p4, test_mask),
+        "general_weight": None if weights is None else weight_curve(models[0].context, *weights),
         "extrapolation": None,
         "report": task.report(out_np, tensors.target_np[job.split.test], tensors.weight_np[job.split.test], test_data)
         if np.isfinite(out_np).all() else {},
@@ -625,6 +716,24 @@ def final_results(job, task, ens, tensors, ckpt: Checkpoint, world_size: int = 1
         )
         results["extrapolation"]["variable"] = (job.registry or get_registry()).get("context", job.cut_context).variable_label
     return M.jsonable(results)
+
+
+@torch.no_grad()
+def _test_pass(ens, models, best_state, tensors: Tensors, index: np.ndarray):
+    """One pass over the test events: the outputs of the final and the best-validation states, and
+    the breaking variable and each model's learned weight (None without one), chunk by chunk."""
+    finals, bests, xs, ws = [], [], [], []
+    learns = None
+    for p4, mask in tensors.chunks(index):
+        finals.append(ens.predict(p4, mask))
+        bests.append(ens.predict(p4, mask, state=best_state))
+        if learns is None:
+            learns = models[0].context is not None and models[0].general_weight(p4[:2], mask[:2]) is not None
+        if learns:
+            xs.append(models[0].context.variable(p4, mask).double().cpu().numpy())
+            ws.append([model.general_weight(p4, mask).double().cpu().numpy() for model in models])
+    weights = (np.concatenate(xs), [np.concatenate([w[m] for w in ws]) for m in range(len(models))]) if learns else None
+    return torch.cat(finals, dim=1), torch.cat(bests, dim=1), weights
 
 
 @torch.no_grad()
@@ -642,6 +751,11 @@ def general_weight_curve(
     if context is None or models[0].general_weight(p4[:2], mask[:2]) is None:
         return None
     x = context.variable(p4, mask).double().cpu().numpy()
+    return weight_curve(context, x, [model.general_weight(p4, mask).double().cpu().numpy() for model in models], bins)
+
+
+def weight_curve(context, x: np.ndarray, weights: Sequence[np.ndarray], bins: int = WEIGHT_CURVE_BINS) -> dict[str, Any]:
+    """:func:`general_weight_curve` of the variable ``x`` and each model's weights per event."""
     edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)))
     if len(edges) < 2:
         edges = np.array([x.min(), x.min() + 1e-9])
@@ -649,8 +763,7 @@ def general_weight_curve(
     bins = len(edges) - 1
     centers = [float(x[which == b].mean()) if (which == b).any() else math.nan for b in range(bins)]
     per_model = []
-    for model in models:
-        w = model.general_weight(p4, mask).double().cpu().numpy()
+    for w in weights:
         per_model.append([float(w[which == b].mean()) if (which == b).any() else math.nan for b in range(bins)])
     arr = np.asarray(per_model)
     return {

@@ -102,7 +102,7 @@ class Regression(Task):
             return {}
         pt_true = np.hypot(target[:, 1], target[:, 2])
         curves = [M.resolution_vs(member, target, pt_true, bins=PT_BINS, weight=weight) for member in output]
-        total = (data.p4 * data.mask[..., None]).sum(1)
+        total = np.concatenate([(c.p4 * c.mask[..., None]).sum(1) for c in data.chunks(names=("p4", "mask"))])
         return {"resolution_vs_pt": curves, "sum_of_inputs": M.four_vector_resolutions(total, target, weight),
                 "sum_of_inputs_vs_pt": M.resolution_vs(total, target, pt_true, bins=PT_BINS, weight=weight)}
 

@@ -144,6 +144,7 @@ OUT_COMMANDS = {
     "data generate": lambda out: ["data", "generate", "zmumu", "--events", "100", "-q", "--out", out + "/z.npz"],
     "inspect --plots": lambda out: ["data", "inspect", "toy.npz", "--plots", out],
     "diagnose": lambda out: ["diagnose", "invariance", "tiny.toml", "--data", "toy.npz", "--events", "20", "--out", out],
+    "data convert": lambda out: ["data", "convert", "toy.npz", out + "/toy.h5", "-q"],
 }
 
 CASES = {
@@ -198,6 +199,16 @@ CASES = {
     "6 --ddp 100000": (args(*TRAIN, "--ddp", "100000", "--out", "r"), "--ddp must be at most"),
     "6 --jobs 100000": (args("compare", "tiny.toml", "pfn", "--data", "toy.npz", "--jobs", "100000"),
                         "--jobs must be at most"),
+    # 6b. data files: formats and streaming
+    "6b --chunk-events 0": (args(*TRAIN, "--stream", "--chunk-events", "0", "--out", "r"), "--chunk-events must be >= 1"),
+    "6b --format nope": (args(*TRAIN, "--format", "nope", "--out", "r"), "--format: unknown file format 'nope'"),
+    "6b --format of another layout": (args(*TRAIN, "--format", "energyflow", "--out", "r"),
+                                      "energyflow npz: missing array 'X'"),
+    "6b --stream a generated dataset": (args("train", "tiny.toml", "--data", "zmumu", "--stream", "--out", "r"),
+                                        "--stream: is for data files"),
+    "6b convert onto its input": (args("data", "convert", "toy.npz", "toy.npz"), "is the input file"),
+    "6b convert to .csv": (args("data", "convert", "toy.npz", "toy.csv"), "unknown file type '.csv'"),
+    "6b a glob matching nothing": (args(*TRAIN[:3], "nothing-*.h5", "--out", "r"), "no files match"),
     # 7. a folder holding other files
     "7 train into a folder with a results.json": (then(plant("mine/results.json", {"x": 1}),
                                                        args(*TRAIN, "--out", "mine")), "not symfw's"),
@@ -448,6 +459,7 @@ OPTIONS = {
     **{("train", o): lambda out: [*TRAIN, "--out", out] for o in (
         "--events", "--epochs", "--lr", "--batch-size", "--weight-decay", "--seeds", "--seed", "--fractions",
         "--train-pt-max", "--threads", "--ddp")},
+    ("train", "--chunk-events"): lambda out: [*TRAIN, "--stream", "--out", out],
     **{("compare", o): lambda out: ["compare", "tiny.toml", "tiny.toml", "--data", "toy.npz", "--seeds", "1", "-q",
                                     "--out", out] for o in ("--retries", "--jobs", "--lr-grid")},
     ("build", "--lam"): lambda out: ["build", "--preset", "pfn-seal-group"],

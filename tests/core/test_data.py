@@ -114,9 +114,9 @@ BAD_FILES = [
     ("empty h5 file", lambda d: put(d / "empty.h5", b""), "empty file"),
     ("corrupt npz", lambda d: put(d / "junk.npz", b"not a zip" * 10), "cannot read as npz: not a zip archive"),
     ("corrupt h5", lambda d: put(d / "junk.h5", b"not hdf5" * 10), "cannot read as h5: not an HDF5 file"),
-    ("unknown suffix", lambda d: put(d / "events.csv", b"1,2"), "unknown file type '.csv'; use .npz, .h5 or .hdf5"),
+    ("unknown suffix", lambda d: put(d / "events.csv", b"1,2"), "unknown file type '.csv'; use .h5, .hdf5, .npz or .root (or name a format with --format: "),
     ("missing file", lambda d: d / "absent.npz", "no such file"),
-    ("directory", lambda d: put(d / "dir.npz", None), "is a directory, expected an .npz or .h5 file"),
+    ("directory", lambda d: put(d / "dir.npz", None), "is a directory, expected a data file"),
     ("meta not JSON", lambda d: write_npz(d / "meta.npz", {**good(), "meta": np.array("{oops")}), "meta: not valid JSON"),
 ]
 

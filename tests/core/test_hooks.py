@@ -202,3 +202,44 @@ def test_hook_register_tasks(monkeypatch):
     assert len(res["curves"]["val_accuracy"]) == 2
     best = res["members"][0]["best"]
     assert best["val"]["accuracy"] == max(row[0] for row in res["curves"]["val_accuracy"])
+
+
+def test_hook_register_formats(monkeypatch, tmp_path):
+    import numpy as np
+
+    from symfw.core.formats import Reader
+
+    class TextReader(Reader):
+        def __init__(self, path):
+            rows = np.loadtxt(path, ndmin=2)
+            self.rows, self.meta = rows, {}
+            n, width = rows.shape
+            self.columns = {"p4": ((n, (width - 1) // 4, 4), rows.dtype), "label": ((n,), np.dtype(np.int64))}
+
+        def read(self, start, stop, names=None):
+            part = self.rows[start:stop]
+            return {"p4": part[:, 1:].reshape(len(part), -1, 4), "label": part[:, 0].astype(np.int64)}
+
+    class Text(I.FileFormat):
+        """Text: one event per line, the label then E, px, py, pz of each particle."""
+
+        name = "text"
+        extensions = (".jets",)
+
+        def sniff(self, path):
+            return path.read_text().split(maxsplit=1)[0] in ("0", "1")
+
+        def open(self, path):
+            return TextReader(path)
+
+    reg = registry_with("register_formats", Text, monkeypatch)
+    p4 = random_events(6, dtype=torch.float64).numpy()
+    lines = [" ".join(map(str, [i % 2, *row.reshape(-1)])) for i, row in enumerate(p4)]
+    (tmp_path / "six.jets").write_text("\n".join(lines) + "\n")
+    from symfw.core.data import resolve_data
+
+    data = resolve_data(tmp_path / "six.jets", registry=reg)
+    np.testing.assert_allclose(data.p4, p4, rtol=1e-6)
+    assert data.meta["format"] == "text" and list(data.label) == [0, 1, 0, 1, 0, 1]
+    streamed = resolve_data(tmp_path / "six.jets", registry=reg, stream=True, chunk_events=4)
+    np.testing.assert_array_equal(streamed.read(np.array([5, 0])).p4, data.p4[[5, 0]])
