@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -126,8 +127,14 @@ def invariance_table(inv: dict[str, Any] | None) -> Table | None:
                 "ratio range", "ratio ÷ spread range", "quantile ratio range"):
         table.add_column(col, justify="left" if col == "spec" else "right")
 
-    def span(ratios: dict[str, float]) -> str:
-        return f"{min(ratios.values()):.3g}–{max(ratios.values()):.3g}×" if ratios else "–"
+    def ratio(v: float | None) -> str:  # an exactly invariant model's ratio is infinite (null in JSON)
+        return "∞" if v is None or math.isinf(v) else f"{v:.3g}×"
+
+    def span(ratios: dict[str, float | None]) -> str:
+        if not ratios:
+            return "–"
+        values = [math.inf if v is None else v for v in ratios.values()]
+        return f"{ratio(min(values)).removesuffix('×')}–{ratio(max(values))}"
 
     for name, m in models.items():
         ratios = inv["ratios_dlogit"].get(name, {})
@@ -135,7 +142,7 @@ def invariance_table(inv: dict[str, Any] | None) -> Table | None:
         quantile = inv.get("ratios_dquantile", {}).get(name, {})
         table.add_row(
             name, f"{m['logit_std']:.3g}", f"{m['summary'][row]['dlogit']:.3g}", f"{m['summary'][row]['dprob']:.3g}",
-            f"{m['summary'][row]['dquantile']:.3g}", f"{ratios[row]:.3g}×" if row in ratios else "1", span(ratios),
+            f"{m['summary'][row]['dquantile']:.3g}", ratio(ratios[row]) if row in ratios else "1", span(ratios),
             span(relative), span(quantile),
         )
     return table

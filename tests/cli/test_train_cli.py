@@ -180,6 +180,9 @@ def test_compare_with_invariance_reports_the_ratio_to_the_first_spec(runner, cli
     assert pfn["summary"]["K·n̂"]["dlogit"] > 1e-3  # a PFN on four-vectors is not invariant
     assert invariant["summary"]["K·n̂"]["dlogit"] < 1e-9 * invariant["logit_std"]  # an MLP on invariants is
     assert inv["ratios_dlogit"]["invariant"]["K·n̂"] > 1e6
+    # no event of the invariant model moves in its own ranking: an infinite ratio, null in JSON, ∞ in the table
+    assert invariant["summary"]["K·n̂"]["dquantile"] == 0 and inv["ratios_dquantile"]["invariant"]["K·n̂"] is None
+    assert "∞" in result.stdout
     assert (out / "invariance.png").is_file()
     assert "invariance under lorentz on 120 test events" in result.stdout
 
