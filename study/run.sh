@@ -114,13 +114,15 @@ for study in $STUDIES; do
         --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-none"
     done ;;
   jets-table)  # every strategy on the same top-vs-QCD jets, splits and seeds (10 % and 100 % of the training split),
-               # then SEAL's invariance vs boost of those models and the pT extrapolation (train below 600 GeV)
+               # then SEAL's invariance vs boost of those models, accuracy vs pT on boosted jets, and the pT
+               # extrapolation (train below 600 GeV)
     JET_COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)
     JETS_FILE=$OUT/jets-qcd-top.npz
     [ -e "$JETS_FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --out "$JETS_FILE" --quiet > /dev/null
     step jets-table $SYMFW compare pfn-jets invariant-jets invariant-jets-spurions invariant-jets-input \
       study/specs/jets-input-Epz-augmented.toml hybrid-jets pfn-jets-seal-group pfn-jets-seal-infinitesimal \
-      --fractions 0.1,1.0 --invariance --data "$JETS_FILE" "${JET_COMMON[@]}" --out "$OUT/jets-table"
+      --fractions 0.1,1.0 --data "$JETS_FILE" "${JET_COMMON[@]}" --out "$OUT/jets-table"
+    # invariance of every model under boosts (raw, per unit logit spread, output-quantile shift) and under its claimed group
     step jets-seal-invariance $SYMFW diagnose invariance "$OUT/jets-table" --events "$DIAG" --rapidities 0,0.1,0.3,1 \
       --out "$OUT/jets-seal-invariance" --quiet
     step jets-seal-accuracy-pt $SYMFW diagnose pt "$OUT/jets-table" --context system-pt --events "$DIAG" \
