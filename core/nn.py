@@ -67,20 +67,28 @@ def _update_running(norm: nn.Module, mean: torch.Tensor, var: torch.Tensor, coun
 
 class BatchNorm1d(SharedStatistics, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` on (B, C) or (B, C, L) inputs that can share its batch statistics
-    (:class:`SharedStatistics`); otherwise exactly torch's."""
+    (:class:`SharedStatistics`); otherwise exactly torch's.
+
+    With this batch's own statistics (:meth:`local_statistics`) the pass is torch's fused batch
+    norm; recording adds the mean and biased variance it normalised with (differentiable, so a
+    penalty pass reusing them sends its gradient through them as well).
+    """
 
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, biased variance and count per channel of the batch."""
         flat = x if x.dim() == 2 else x.transpose(1, 2).reshape(-1, x.shape[1])
         count = torch.tensor(float(flat.shape[0]), dtype=x.dtype, device=x.device)
-        return flat.mean(0), flat.var(0, unbiased=False), count
+        mean = flat.mean(0)
+        return mean, (flat - mean).square().mean(0), count
 
     def local_statistics(self) -> bool:
         """Whether :meth:`moments` is this batch's own (torch's batch norm then does the pass)."""
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.stats_mode is None and self.local_statistics():
+        if not self.training or self.stats_mode != "reuse" and self.local_statistics():
+            if self.training and self.stats_mode == "record":
+                self._record(*self.moments(x)[:2])
             return super().forward(x)
         if self.stats_mode == "reuse":
             mean, var = self._reused()
@@ -90,8 +98,8 @@ class BatchNorm1d(SharedStatistics, nn.BatchNorm1d):
                 _update_running(self, mean, var, count)
             self._record(mean, var)
         shape = (1, -1) + (1,) * (x.dim() - 2)  # the channel axis is 1
-        out = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
-        return out * self.weight.reshape(shape) + self.bias.reshape(shape) if self.affine else out
+        out = (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
+        return torch.addcmul(self.bias.reshape(shape), out, self.weight.reshape(shape)) if self.affine else out
 
 
 def share_statistics(module: nn.Module) -> nn.Module:
@@ -134,8 +142,8 @@ class MaskedBatchNorm(SharedStatistics, nn.Module):
         """Mean, biased variance and count over the real particles (``m`` = mask as 0/1, (B, N, 1))."""
         count = m.sum((0, 1)).clamp_min(1.0)
         mean = (x * m).sum((0, 1)) / count
-        var = (((x - mean) ** 2) * m).sum((0, 1)) / count
-        return mean, var, count
+        centred = (x - mean) * m
+        return mean, (centred * centred).sum((0, 1)) / count, count
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).to(x.dtype)
@@ -148,7 +156,8 @@ class MaskedBatchNorm(SharedStatistics, nn.Module):
             self._record(mean, var)
         else:
             mean, var = self.running_mean, self.running_var
-        return ((x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias) * m
+        # ((x − mean)/√(var + ε)·w + b)·m, in as few passes over (B, N, F) as the arithmetic allows
+        return torch.addcmul(self.bias * m, (x - mean) * m, torch.rsqrt(var + self.eps) * self.weight)
 
 
 class SharedBatchStatistics:

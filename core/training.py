@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,7 +72,9 @@ class RunSettings:
     and every spec) and, through :func:`member_seeds`, each member's initialisation and batch
     order. ``train_pt_max`` restricts training and validation to events whose breaking
     variable — that of the context ``cut_context``, leading-particle pT by default — is below
-    it (the extrapolation protocol); the test split keeps every event.
+    it (the extrapolation protocol); the test split keeps every event. ``compile``: run the
+    training step through ``torch.compile`` (True), eagerly (False), or where that pays (None,
+    :func:`compile_by_default`); compiled float32 steps round differently in the last bits.
     """
 
     data: str = "zmumu"
@@ -82,6 +85,7 @@ class RunSettings:
     train_pt_max: float | None = None
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     cut_context: str = "leading-pt"
+    compile: bool | None = None
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -99,6 +103,8 @@ class RunSettings:
             raise UsageError(f"events must be >= 1, got {self.events}")
         if self.train_pt_max is not None and not (self.train_pt_max > 0 and math.isfinite(self.train_pt_max)):
             raise UsageError(f"train_pt_max must be a positive number of GeV, got {self.train_pt_max:g}")
+        if self.compile not in (None, True, False):
+            raise UsageError(f"compile must be true, false or unset (where it pays), got {self.compile!r}")
 
     @classmethod
     def from_record(cls, record: dict[str, Any], origin: str = "run.json") -> "RunSettings":
@@ -263,6 +269,7 @@ class EnsembleJob:
     train_pt_max: float | None = None
     registry: Any = None
     cut_context: str = "leading-pt"
+    compile: bool | None = None  # RunSettings.compile
 
 
 def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -273,12 +280,129 @@ def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return out
 
 
-def adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW, with the fused kernel where the device supports it (same update, fewer passes)."""
+def adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float,
+          layout: Sequence[torch.Size] | None = None) -> "FlatAdamW":
+    """AdamW over ``params`` (the ensemble's :meth:`~symfw.core.ensemble.Ensemble.parameters`,
+    its state laid out as ``layout``): :class:`FlatAdamW`."""
+    return FlatAdamW(params, lr=lr, weight_decay=weight_decay, layout=layout)
+
+
+def _torch_adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """torch's AdamW, with the fused kernel where the device supports it (same update, fewer passes)."""
     try:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, ValueError):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")  # of a saved AdamW state
+
+
+class FlatAdamW:
+    """torch's AdamW on one flat tensor holding every parameter: one fused update per step
+    instead of one per parameter tensor (the same arithmetic, element by element).
+
+    The parameters become views of the flat tensor (their identity, shapes and values are
+    kept), so the update reaches them; each step their gradients are gathered into one flat
+    gradient. Whether to step the flat tensor is decided at the first step, before any state
+    exists: when a parameter has no gradient then (unused by the loss), or the parameters differ
+    in dtype or device, torch's per-tensor AdamW steps them, skipping parameters without a
+    gradient as torch does. ``state_dict`` has the per-tensor layout of ``torch.optim.AdamW``
+    either way, each state tensor shaped as ``layout`` says (the parameters' shapes by default),
+    so checkpoints hold torch's optimiser state (and
+    :meth:`~symfw.core.checkpoint.Checkpoint.merge` stacks it by member).
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], lr: float, weight_decay: float,
+                 layout: Sequence[torch.Size] | None = None):
+        self.params = list(params)
+        self.layout = [torch.Size(s) for s in layout] if layout is not None else [p.shape for p in self.params]
+        self.lr, self.weight_decay = lr, weight_decay
+        self.inner: torch.optim.AdamW | None = None  # made at the first step
+        self.pending: dict[str, Any] | None = None  # a state loaded before the first step
+        self.flat: torch.Tensor | None = None
+        first = self.params[0]
+        if all(p.dtype == first.dtype and p.device == first.device for p in self.params):
+            with torch.no_grad():
+                self.flat = torch.cat([p.detach().reshape(-1) for p in self.params])
+                offset = 0
+                for p in self.params:
+                    p.data = self.flat[offset : offset + p.numel()].view_as(p)
+                    offset += p.numel()
+        self.flat_steps = False  # whether the flat tensor is what is stepped (decided at the first step)
+
+    def _start(self) -> None:
+        per = self.pending["state"] if self.pending is not None else {}
+        self.flat_steps = (
+            self.flat is not None
+            and all(p.grad is not None for p in self.params)
+            and (not per or len({float(s["step"]) for s in per.values()}) == 1)
+        )
+        self.inner = _torch_adamw([self.flat] if self.flat_steps else self.params, self.lr, self.weight_decay)
+        if self.pending is not None:
+            self._load(self.pending)
+            self.pending = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if self.inner is None:
+            self._start()
+        if self.flat_steps:
+            self.flat.grad = torch.cat([
+                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params
+            ])
+        self.inner.step()
+        if self.flat_steps:
+            self.flat.grad = None
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    # -- state: torch.optim.AdamW's per-tensor layout ----------------------------------------------
+    def _group(self) -> dict[str, Any]:
+        inner = self.inner if self.inner is not None else _torch_adamw([torch.zeros(1)], self.lr, self.weight_decay)
+        return {k: v for k, v in inner.param_groups[0].items() if k != "params"}
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.inner is None:
+            group = {**self._group(), "params": list(range(len(self.params)))}
+            return self.pending if self.pending is not None else {"state": {}, "param_groups": [group]}
+        if not self.flat_steps:
+            out = self.inner.state_dict()
+            out["state"] = {i: {k: v.view(self.layout[i]) if v.dim() else v for k, v in st.items()}
+                            for i, st in out["state"].items()}
+            return out
+        state, per, offset = self.inner.state[self.flat], {}, 0
+        for i, shape in enumerate(self.layout):
+            n = shape.numel()
+            per[i] = {k: v[offset : offset + n].view(shape) if v.dim() else v.clone() for k, v in state.items()}
+            offset += n
+        return {"state": per, "param_groups": [{**self._group(), "params": list(range(len(self.params)))}]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.inner is None:  # applied at the first step, once the mode is known
+            self.pending = state
+        else:
+            self._load(state)
+
+    def _load(self, state: dict[str, Any]) -> None:
+        per = state["state"]
+        if not self.flat_steps:
+            shaped = {i: {k: v.reshape(self.params[i].shape) if v.dim() else v for k, v in st.items()}
+                      for i, st in per.items()}
+            self.inner.load_state_dict({**state, "state": shaped})
+            return
+        group = self.inner.param_groups[0]
+        group.update({k: v for k, v in state["param_groups"][0].items() if k in HYPERPARAMETERS})
+        if not per:
+            return
+        device = self.flat.device if group.get("fused") or group.get("capturable") else torch.device("cpu")
+        self.inner.state[self.flat] = {
+            k: v.to(device=device, dtype=torch.float32) if k == "step"
+            else torch.cat([per[i][k].reshape(-1) for i in range(len(self.params))]).to(self.flat)
+            for k, v in per[0].items()
+        }
 
 
 def batch_order(train_idx: torch.Tensor, seeds: Sequence[int], epoch: int, device) -> torch.Tensor:
@@ -363,6 +487,25 @@ def local_stepper(ens: Ensemble, job: EnsembleJob, probe: Callable[[], Batch], t
     return VectorizedStepper(ens)
 
 
+def compile_by_default(device: torch.device, vectorized: bool) -> bool:
+    """Whether ``compile = None`` compiles the step: where ``benchmarks/bench_training.py``
+    measured that it pays, compilation included (docs/performance.md)."""
+    return False
+
+
+def compile_step(stepper: Stepper, job: EnsembleJob, probe: Callable[[], Batch], penalties: Sequence) -> None:
+    """Compile the stepper's step when ``job.compile`` asks for it (not with penalties, which
+    run eagerly); a step that does not compile stays eager, with a warning naming why."""
+    vectorized = stepper.mode == "vectorized"
+    wanted = compile_by_default(job.device, vectorized) if job.compile is None else job.compile
+    if not wanted or penalties:
+        return
+    reason = stepper.ens.compile_step(probe(), vectorized)
+    if reason is not None:
+        warnings.warn(f"spec '{job.spec.name}': the training step did not compile, it runs eagerly ({reason})",
+                      stacklevel=2)
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -384,7 +527,8 @@ def train_epoch(
         loss, pen = stepper.step(augment(batch) if augment else batch, terms)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        totals += torch.stack([loss, pen]).double() * (stop - start)
+        totals[0].add_(loss, alpha=stop - start)
+        totals[1].add_(pen, alpha=stop - start)
         count += stop - start
     return stepper.reduce(totals) / count
 
@@ -424,8 +568,8 @@ def train_ensemble(
     train_t = torch.as_tensor(job.split.train, device=device)
     affine = task.prepare(tensors.target[train_t].to(tensors.p4.dtype), tensors.weight[train_t])
     ens = Ensemble(spec, job.seeds, device=device, registry=registry, dtype=tensors.p4.dtype, task=task,
-                   output_affine=affine)
-    opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+                   output_affine=affine, direct=parallel is None and len(job.seeds) == 1)
+    opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, layout=ens.parameter_layout())
     penalties = penalty_terms(spec, ens.base.group, registry)
     augment = augmenter(spec, registry)
 
@@ -464,6 +608,8 @@ def train_ensemble(
         (params, buffers), best = ens.state(), ens.state()
         ckpt = Checkpoint(0, list(job.seeds), params, buffers, opt.state_dict(), *best, [None] * len(ens), [0] * len(ens))
     ckpt.mode, ckpt.mode_reason = stepper.mode, stepper.reason
+    if parallel is None:
+        compile_step(stepper, job, probe, penalties)
     val_t = torch.as_tensor(job.split.val, device=device)
     val_p4, val_mask = tensors.p4[val_t], tensors.mask[val_t]
 
@@ -574,6 +720,7 @@ def final_results(job, task, ens, tensors, ckpt: Checkpoint, world_size: int = 1
         "weight_decay": job.spec.training.weight_decay,
         "mode": ckpt.mode,
         "mode_reason": ckpt.mode_reason,
+        "compiled": ens.compiled,
         "world_size": world_size,
         "device": str(device),
         "parameters": ens.n_parameters,
