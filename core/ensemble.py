@@ -275,9 +275,30 @@ class Ensemble:
     def probe_vectorized(self, batch: Batch, terms: Sequence[PenaltyTerm] = ()) -> str | None:
         """Try one vectorised step on copies of the state; None if it works, else the reason.
 
-        Nothing of the ensemble changes (state and global RNG are restored).
+        Nothing of the ensemble changes (state and global RNG are restored) but the memory
+        layout of the stacked parameters: each takes that of its vmapped gradient (a Linear
+        weight's arrives transposed), so gradients are accumulated without a strided copy.
         """
-        return self._with_copies(lambda: self.backward(batch, terms, vectorize=True))
+        layouts: dict[str, tuple[int, ...]] = {}
+
+        def record(k: str):
+            def hook(grad: torch.Tensor) -> None:  # the gradient as it arrives, before accumulation copies it
+                layouts.setdefault(k, grad.stride())
+            return hook
+
+        def step():
+            if not self.direct:
+                for k, v in self._params.items():
+                    v.register_hook(record(k))
+            self.backward(batch, terms, vectorize=True)
+
+        reason = self._with_copies(step)
+        if reason is None and not self.direct:
+            with torch.no_grad():
+                for k, v in self._params.items():
+                    if k in layouts and layouts[k] != v.stride():
+                        v.data = torch.empty_strided(v.shape, layouts[k], dtype=v.dtype, device=v.device).copy_(v)
+        return reason
 
     def compile_step(self, batch: Batch, vectorize: bool) -> str | None:
         """Compile the training step without penalties with ``torch.compile`` — forward and loss,
@@ -339,11 +360,9 @@ class Ensemble:
         return meta(self.base.named_parameters()), meta(self.base.named_buffers())
 
     def state(self) -> State:
-        """Detached copies of the stacked parameters and buffers."""
-        return (
-            {k: v.detach().clone() for k, v in self.params.items()},
-            {k: v.detach().clone() for k, v in self.buffers.items()},
-        )
+        """Detached contiguous copies of the stacked parameters and buffers."""
+        copy = lambda t: t.detach().clone(memory_format=torch.contiguous_format)  # noqa: E731
+        return {k: copy(v) for k, v in self.params.items()}, {k: copy(v) for k, v in self.buffers.items()}
 
     @torch.no_grad()
     def load_state(self, state: State) -> None:

@@ -295,6 +295,13 @@ def _torch_adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float)
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+def _memory_order(t: torch.Tensor) -> list[int] | None:
+    """The dims of ``t`` from outermost to innermost in memory (``t.permute(order)`` is
+    contiguous), or None when ``t`` does not cover its memory densely."""
+    order = sorted(range(t.dim()), key=lambda d: (-t.stride(d), -t.shape[d]))
+    return order if t.permute(order).is_contiguous() else None
+
+
 HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")  # of a saved AdamW state
 
 
@@ -322,14 +329,24 @@ class FlatAdamW:
         self.pending: dict[str, Any] | None = None  # a state loaded before the first step
         self.flat: torch.Tensor | None = None
         first = self.params[0]
-        if all(p.dtype == first.dtype and p.device == first.device for p in self.params):
+        self.orders = [_memory_order(p) for p in self.params]  # each parameter's dims, outermost first
+        if all(p.dtype == first.dtype and p.device == first.device for p in self.params) and None not in self.orders:
             with torch.no_grad():
-                self.flat = torch.cat([p.detach().reshape(-1) for p in self.params])
-                offset = 0
-                for p in self.params:
-                    p.data = self.flat[offset : offset + p.numel()].view_as(p)
-                    offset += p.numel()
+                self.flat = torch.cat([self._flat(p, i) for i, p in enumerate(self.params)])
+                for i, p in enumerate(self.params):  # a view of the flat tensor with p's own strides
+                    p.data = self._piece(self.flat, i)
         self.flat_steps = False  # whether the flat tensor is what is stepped (decided at the first step)
+
+    def _flat(self, t: torch.Tensor, i: int) -> torch.Tensor:
+        """``t`` (parameter i's shape) as 1-D in parameter i's memory order (a view when the layouts agree)."""
+        return t.permute(self.orders[i]).reshape(-1)
+
+    def _piece(self, flat: torch.Tensor, i: int) -> torch.Tensor:
+        """Parameter i's part of a flat tensor, shaped and strided as parameter i."""
+        p, order = self.params[i], self.orders[i]
+        offset = sum(q.numel() for q in self.params[:i])
+        chunk = flat[offset : offset + p.numel()].view([p.shape[d] for d in order])
+        return chunk.permute([order.index(d) for d in range(p.dim())])
 
     def _start(self) -> None:
         per = self.pending["state"] if self.pending is not None else {}
@@ -349,7 +366,7 @@ class FlatAdamW:
             self._start()
         if self.flat_steps:
             self.flat.grad = torch.cat([
-                (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in self.params
+                self._flat(p.grad if p.grad is not None else torch.zeros_like(p), i) for i, p in enumerate(self.params)
             ])
         self.inner.step()
         if self.flat_steps:
@@ -370,14 +387,12 @@ class FlatAdamW:
             return self.pending if self.pending is not None else {"state": {}, "param_groups": [group]}
         if not self.flat_steps:
             out = self.inner.state_dict()
-            out["state"] = {i: {k: v.view(self.layout[i]) if v.dim() else v for k, v in st.items()}
+            out["state"] = {i: {k: v.reshape(self.layout[i]) if v.dim() else v for k, v in st.items()}
                             for i, st in out["state"].items()}
             return out
-        state, per, offset = self.inner.state[self.flat], {}, 0
-        for i, shape in enumerate(self.layout):
-            n = shape.numel()
-            per[i] = {k: v[offset : offset + n].view(shape) if v.dim() else v.clone() for k, v in state.items()}
-            offset += n
+        state = self.inner.state[self.flat]
+        per = {i: {k: self._piece(v, i).reshape(shape) if v.dim() else v.clone() for k, v in state.items()}
+               for i, shape in enumerate(self.layout)}
         return {"state": per, "param_groups": [{**self._group(), "params": list(range(len(self.params)))}]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -400,7 +415,7 @@ class FlatAdamW:
         device = self.flat.device if group.get("fused") or group.get("capturable") else torch.device("cpu")
         self.inner.state[self.flat] = {
             k: v.to(device=device, dtype=torch.float32) if k == "step"
-            else torch.cat([per[i][k].reshape(-1) for i in range(len(self.params))]).to(self.flat)
+            else torch.cat([self._flat(per[i][k].reshape(p.shape), i) for i, p in enumerate(self.params)]).to(self.flat)
             for k, v in per[0].items()
         }
 
@@ -480,10 +495,9 @@ def local_stepper(ens: Ensemble, job: EnsembleJob, probe: Callable[[], Batch], t
         return SequentialStepper(ens, "requested")
     if job.vectorize == "auto" and len(job.seeds) == 1:
         return SequentialStepper(ens, "one member")
-    if job.vectorize == "auto":
-        reason = ens.probe_vectorized(probe(), terms)
-        if reason is not None:
-            return SequentialStepper(ens, f"vmap failed: {reason}")
+    reason = ens.probe_vectorized(probe(), terms)  # also lays the parameters out as their gradients
+    if reason is not None and job.vectorize == "auto":
+        return SequentialStepper(ens, f"vmap failed: {reason}")
     return VectorizedStepper(ens)
 
 
@@ -569,7 +583,6 @@ def train_ensemble(
     affine = task.prepare(tensors.target[train_t].to(tensors.p4.dtype), tensors.weight[train_t])
     ens = Ensemble(spec, job.seeds, device=device, registry=registry, dtype=tensors.p4.dtype, task=task,
                    output_affine=affine, direct=parallel is None and len(job.seeds) == 1)
-    opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, layout=ens.parameter_layout())
     penalties = penalty_terms(spec, ens.base.group, registry)
     augment = augmenter(spec, registry)
 
@@ -587,6 +600,7 @@ def train_ensemble(
         stepper = local_stepper(ens, job, probe, [PenaltyTerm(r.name, p, 1.0) for r, p in penalties])
     ens.vectorize = stepper.mode == "vectorized"
     steps = stepper.steps(len(train_idx), cfg.batch_size)
+    opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, layout=ens.parameter_layout())
 
     def load() -> Checkpoint | None:
         if directory is None or not resume or not directory.has_checkpoint:
