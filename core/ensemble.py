@@ -334,7 +334,9 @@ class Ensemble:
         state: State | None = None,
         chunk: int = EVAL_CHUNK,
     ) -> torch.Tensor:
-        """Outputs (M, n[, K]) of every member on the same n events, in eval mode."""
+        """Outputs (M, n[, K]) of every member on the same n events, in eval mode: members one
+        after the other (on a CPU three times as fast as one vmapped pass, which works on M
+        times larger tensors), vmapped on a GPU when the ensemble trains vmapped."""
         was_training = self.base.training
         self.eval()
         params, buffers = state if state is not None else (self.params, self.buffers)
@@ -344,7 +346,7 @@ class Ensemble:
                 x, m = p4[start : start + chunk], mask[start : start + chunk]
                 if state is None and self.direct:
                     out = self._call(None, None, x, m).unsqueeze(0)
-                elif self.vectorize:
+                elif self.vectorize and self.device.type == "cuda":
                     out = vmap(self._call, in_dims=(0, 0, None, None))(params, buffers, x, m)
                 else:
                     out = torch.stack([self._call(*self._slice(i, (params, buffers)), x, m) for i in range(len(self))])
