@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -127,6 +128,10 @@ class MaskedBatchNorm(SharedStatistics, nn.Module):
     Running statistics follow ``torch.nn.BatchNorm1d`` (momentum 0.1, unbiased running var);
     as there, setting ``track_running_stats = False`` normalises with the batch statistics
     without updating the running ones. Shares its statistics as :class:`SharedStatistics`.
+
+    A training pass on a batch whose particles are all real is torch's fused batch norm over the
+    B·N rows — the same statistics — when that can be seen without waiting for a device: on the
+    CPU, outside ``vmap`` and compilation (:meth:`all_real`).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
@@ -140,24 +145,55 @@ class MaskedBatchNorm(SharedStatistics, nn.Module):
 
     def moments(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, biased variance and count over the real particles (``m`` = mask as 0/1, (B, N, 1))."""
+        return self._moments(x, m)[:3]
+
+    @staticmethod
+    def _moments(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """:meth:`moments` and the centred input (x − mean)·m."""
         count = m.sum((0, 1)).clamp_min(1.0)
         mean = (x * m).sum((0, 1)) / count
         centred = (x - mean) * m
-        return mean, (centred * centred).sum((0, 1)) / count, count
+        return mean, (centred * centred).sum((0, 1)) / count, count, centred
+
+    def all_real(self, mask: torch.Tensor) -> bool:
+        """Whether this pass may normalise as torch's batch norm: every particle real, seen on the
+        CPU outside vmap and compilation, and the statistics this class's own."""
+        if mask.device.type != "cpu" or type(self).moments is not MaskedBatchNorm.moments:
+            return False
+        if torch.compiler.is_compiling():
+            return False
+        try:
+            return bool(mask.all())
+        except RuntimeError:  # under vmap a tensor cannot steer Python
+            return False
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.training and self.stats_mode != "reuse" and self.all_real(mask):
+            flat = x.reshape(-1, x.shape[-1])
+            if self.stats_mode == "record":
+                mean = flat.mean(0)
+                self._record(mean, (flat - mean).square().mean(0))
+            track = self.track_running_stats
+            return F.batch_norm(flat, self.running_mean if track else None, self.running_var if track else None,
+                                self.weight, self.bias, True, self.momentum, self.eps).view_as(x)
         m = mask.unsqueeze(-1).to(x.dtype)
         if self.training and self.stats_mode == "reuse":
             mean, var = self._reused()
+            centred = (x - mean) * m
         elif self.training or not self.track_running_stats:
-            mean, var, count = self.moments(x, m)
+            if type(self).moments is MaskedBatchNorm.moments:
+                mean, var, count, centred = self._moments(x, m)
+            else:  # a subclass's statistics (data-parallel: over every rank's particles)
+                mean, var, count = self.moments(x, m)
+                centred = (x - mean) * m
             if self.training and self.track_running_stats:
                 _update_running(self, mean, var, count)
             self._record(mean, var)
         else:
             mean, var = self.running_mean, self.running_var
+            centred = (x - mean) * m
         # ((x − mean)/√(var + ε)·w + b)·m, in as few passes over (B, N, F) as the arithmetic allows
-        return torch.addcmul(self.bias * m, (x - mean) * m, torch.rsqrt(var + self.eps) * self.weight)
+        return torch.addcmul(self.bias, centred, torch.rsqrt(var + self.eps) * self.weight) * m
 
 
 class SharedBatchStatistics:
