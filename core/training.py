@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.adamw import adamw as functional_adamw
 
 from . import metrics as M
 from .checkpoint import Checkpoint
@@ -306,14 +307,15 @@ HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize") 
 
 
 class FlatAdamW:
-    """torch's AdamW on one flat tensor holding every parameter: one fused update per step
-    instead of one per parameter tensor (the same arithmetic, element by element).
+    """AdamW on one flat tensor holding every parameter: one fused update per step instead of one
+    per parameter tensor, through torch's functional AdamW (the arithmetic of
+    ``torch.optim.AdamW``, element by element, without its per-step bookkeeping).
 
-    The parameters become views of the flat tensor (their identity, shapes and values are
-    kept), so the update reaches them; each step their gradients are gathered into one flat
+    The parameters become views of the flat tensor (their identity, shapes, strides and values
+    are kept), so the update reaches them; each step their gradients are gathered into one flat
     gradient. Whether to step the flat tensor is decided at the first step, before any state
     exists: when a parameter has no gradient then (unused by the loss), or the parameters differ
-    in dtype or device, torch's per-tensor AdamW steps them, skipping parameters without a
+    in dtype or device, torch's ``AdamW`` steps them one by one, skipping parameters without a
     gradient as torch does. ``state_dict`` has the per-tensor layout of ``torch.optim.AdamW``
     either way, each state tensor shaped as ``layout`` says (the parameters' shapes by default),
     so checkpoints hold torch's optimiser state (and
@@ -324,12 +326,15 @@ class FlatAdamW:
                  layout: Sequence[torch.Size] | None = None):
         self.params = list(params)
         self.layout = [torch.Size(s) for s in layout] if layout is not None else [p.shape for p in self.params]
-        self.lr, self.weight_decay = lr, weight_decay
-        self.inner: torch.optim.AdamW | None = None  # made at the first step
+        reference = _torch_adamw([torch.zeros(1, device=self.params[0].device)], lr, weight_decay)
+        self.group = {k: v for k, v in reference.param_groups[0].items() if k != "params"}  # torch's defaults
+        self.inner: torch.optim.AdamW | None = None  # per-tensor mode: torch's optimiser
+        self.state: dict[str, torch.Tensor] | None = None  # flat mode: step, exp_avg, exp_avg_sq
         self.pending: dict[str, Any] | None = None  # a state loaded before the first step
         self.flat: torch.Tensor | None = None
         first = self.params[0]
         self.orders = [_memory_order(p) for p in self.params]  # each parameter's dims, outermost first
+        self.identity = [o == list(range(len(o))) if o is not None else False for o in self.orders]
         if all(p.dtype == first.dtype and p.device == first.device for p in self.params) and None not in self.orders:
             with torch.no_grad():
                 self.flat = torch.cat([self._flat(p, i) for i, p in enumerate(self.params)])
@@ -339,7 +344,7 @@ class FlatAdamW:
 
     def _flat(self, t: torch.Tensor, i: int) -> torch.Tensor:
         """``t`` (parameter i's shape) as 1-D in parameter i's memory order (a view when the layouts agree)."""
-        return t.permute(self.orders[i]).reshape(-1)
+        return t.reshape(-1) if self.identity[i] else t.permute(self.orders[i]).reshape(-1)
 
     def _piece(self, flat: torch.Tensor, i: int) -> torch.Tensor:
         """Parameter i's part of a flat tensor, shaped and strided as parameter i."""
@@ -355,48 +360,57 @@ class FlatAdamW:
             and all(p.grad is not None for p in self.params)
             and (not per or len({float(s["step"]) for s in per.values()}) == 1)
         )
-        self.inner = _torch_adamw([self.flat] if self.flat_steps else self.params, self.lr, self.weight_decay)
+        if self.flat_steps:
+            self.state = self._fresh_state()
+        else:
+            self.inner = _torch_adamw(self.params, self.group["lr"], self.group["weight_decay"])
         if self.pending is not None:
             self._load(self.pending)
             self.pending = None
 
+    def _fresh_state(self) -> dict[str, torch.Tensor]:
+        fused = self.group.get("fused") or self.group.get("capturable")
+        step = torch.zeros((), dtype=torch.float32, device=self.flat.device if fused else "cpu")
+        return {"step": step, "exp_avg": torch.zeros_like(self.flat), "exp_avg_sq": torch.zeros_like(self.flat)}
+
     @torch.no_grad()
     def step(self) -> None:
-        if self.inner is None:
+        if self.inner is None and self.state is None:
             self._start()
-        if self.flat_steps:
-            self.flat.grad = torch.cat([
-                self._flat(p.grad if p.grad is not None else torch.zeros_like(p), i) for i, p in enumerate(self.params)
-            ])
-        self.inner.step()
-        if self.flat_steps:
-            self.flat.grad = None
+        if not self.flat_steps:
+            self.inner.step()
+            return
+        grad = torch.cat([self._flat(p.grad if p.grad is not None else torch.zeros_like(p), i)
+                          for i, p in enumerate(self.params)])
+        g, st = self.group, self.state
+        functional_adamw(
+            [self.flat], [grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]],
+            foreach=g.get("foreach"), capturable=bool(g.get("capturable")), differentiable=False, fused=g.get("fused"),
+            amsgrad=g["amsgrad"], beta1=g["betas"][0], beta2=g["betas"][1], lr=g["lr"],
+            weight_decay=g["weight_decay"], eps=g["eps"], maximize=g["maximize"],
+        )
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
             p.grad = None
 
     # -- state: torch.optim.AdamW's per-tensor layout ----------------------------------------------
-    def _group(self) -> dict[str, Any]:
-        inner = self.inner if self.inner is not None else _torch_adamw([torch.zeros(1)], self.lr, self.weight_decay)
-        return {k: v for k, v in inner.param_groups[0].items() if k != "params"}
-
     def state_dict(self) -> dict[str, Any]:
-        if self.inner is None:
-            group = {**self._group(), "params": list(range(len(self.params)))}
+        group = {**(self.group if self.inner is None else self.inner.param_groups[0]),
+                 "params": list(range(len(self.params)))}
+        if self.inner is None and self.state is None:
             return self.pending if self.pending is not None else {"state": {}, "param_groups": [group]}
         if not self.flat_steps:
             out = self.inner.state_dict()
             out["state"] = {i: {k: v.reshape(self.layout[i]) if v.dim() else v for k, v in st.items()}
                             for i, st in out["state"].items()}
             return out
-        state = self.inner.state[self.flat]
-        per = {i: {k: self._piece(v, i).reshape(shape) if v.dim() else v.clone() for k, v in state.items()}
+        per = {i: {k: self._piece(v, i).reshape(shape) if v.dim() else v.clone() for k, v in self.state.items()}
                for i, shape in enumerate(self.layout)}
-        return {"state": per, "param_groups": [{**self._group(), "params": list(range(len(self.params)))}]}
+        return {"state": per, "param_groups": [group]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.inner is None:  # applied at the first step, once the mode is known
+        if self.inner is None and self.state is None:  # applied at the first step, once the mode is known
             self.pending = state
         else:
             self._load(state)
@@ -408,13 +422,12 @@ class FlatAdamW:
                       for i, st in per.items()}
             self.inner.load_state_dict({**state, "state": shaped})
             return
-        group = self.inner.param_groups[0]
-        group.update({k: v for k, v in state["param_groups"][0].items() if k in HYPERPARAMETERS})
+        self.group.update({k: v for k, v in state["param_groups"][0].items() if k in HYPERPARAMETERS})
         if not per:
             return
-        device = self.flat.device if group.get("fused") or group.get("capturable") else torch.device("cpu")
-        self.inner.state[self.flat] = {
-            k: v.to(device=device, dtype=torch.float32) if k == "step"
+        fresh = self._fresh_state()
+        self.state = {
+            k: v.to(fresh[k]) if k == "step"
             else torch.cat([self._flat(per[i][k].reshape(p.shape), i) for i, p in enumerate(self.params)]).to(self.flat)
             for k, v in per[0].items()
         }
