@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -67,20 +68,28 @@ def _update_running(norm: nn.Module, mean: torch.Tensor, var: torch.Tensor, coun
 
 class BatchNorm1d(SharedStatistics, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` on (B, C) or (B, C, L) inputs that can share its batch statistics
-    (:class:`SharedStatistics`); otherwise exactly torch's."""
+    (:class:`SharedStatistics`); otherwise exactly torch's.
+
+    With this batch's own statistics (:meth:`local_statistics`) the pass is torch's fused batch
+    norm; recording adds the mean and biased variance it normalised with (differentiable, so a
+    penalty pass reusing them sends its gradient through them as well).
+    """
 
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, biased variance and count per channel of the batch."""
         flat = x if x.dim() == 2 else x.transpose(1, 2).reshape(-1, x.shape[1])
         count = torch.tensor(float(flat.shape[0]), dtype=x.dtype, device=x.device)
-        return flat.mean(0), flat.var(0, unbiased=False), count
+        mean = flat.mean(0)
+        return mean, (flat - mean).square().mean(0), count
 
     def local_statistics(self) -> bool:
         """Whether :meth:`moments` is this batch's own (torch's batch norm then does the pass)."""
         return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.stats_mode is None and self.local_statistics():
+        if not self.training or self.stats_mode != "reuse" and self.local_statistics():
+            if self.training and self.stats_mode == "record":
+                self._record(*self.moments(x)[:2])
             return super().forward(x)
         if self.stats_mode == "reuse":
             mean, var = self._reused()
@@ -90,8 +99,8 @@ class BatchNorm1d(SharedStatistics, nn.BatchNorm1d):
                 _update_running(self, mean, var, count)
             self._record(mean, var)
         shape = (1, -1) + (1,) * (x.dim() - 2)  # the channel axis is 1
-        out = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
-        return out * self.weight.reshape(shape) + self.bias.reshape(shape) if self.affine else out
+        out = (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
+        return torch.addcmul(self.bias.reshape(shape), out, self.weight.reshape(shape)) if self.affine else out
 
 
 def share_statistics(module: nn.Module) -> nn.Module:
@@ -119,6 +128,10 @@ class MaskedBatchNorm(SharedStatistics, nn.Module):
     Running statistics follow ``torch.nn.BatchNorm1d`` (momentum 0.1, unbiased running var);
     as there, setting ``track_running_stats = False`` normalises with the batch statistics
     without updating the running ones. Shares its statistics as :class:`SharedStatistics`.
+
+    A training pass on a batch whose particles are all real is torch's fused batch norm over the
+    B·N rows — the same statistics — when that can be seen without waiting for a device: on the
+    CPU, outside ``vmap`` and compilation (:meth:`all_real`).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
@@ -132,23 +145,55 @@ class MaskedBatchNorm(SharedStatistics, nn.Module):
 
     def moments(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, biased variance and count over the real particles (``m`` = mask as 0/1, (B, N, 1))."""
+        return self._moments(x, m)[:3]
+
+    @staticmethod
+    def _moments(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """:meth:`moments` and the centred input (x − mean)·m."""
         count = m.sum((0, 1)).clamp_min(1.0)
         mean = (x * m).sum((0, 1)) / count
-        var = (((x - mean) ** 2) * m).sum((0, 1)) / count
-        return mean, var, count
+        centred = (x - mean) * m
+        return mean, (centred * centred).sum((0, 1)) / count, count, centred
+
+    def all_real(self, mask: torch.Tensor) -> bool:
+        """Whether this pass may normalise as torch's batch norm: every particle real, seen on the
+        CPU outside vmap and compilation, and the statistics this class's own."""
+        if mask.device.type != "cpu" or type(self).moments is not MaskedBatchNorm.moments:
+            return False
+        if torch.compiler.is_compiling():
+            return False
+        try:
+            return bool(mask.all())
+        except RuntimeError:  # under vmap a tensor cannot steer Python
+            return False
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.training and self.stats_mode != "reuse" and self.all_real(mask):
+            flat = x.reshape(-1, x.shape[-1])
+            if self.stats_mode == "record":
+                mean = flat.mean(0)
+                self._record(mean, (flat - mean).square().mean(0))
+            track = self.track_running_stats
+            return F.batch_norm(flat, self.running_mean if track else None, self.running_var if track else None,
+                                self.weight, self.bias, True, self.momentum, self.eps).view_as(x)
         m = mask.unsqueeze(-1).to(x.dtype)
         if self.training and self.stats_mode == "reuse":
             mean, var = self._reused()
+            centred = (x - mean) * m
         elif self.training or not self.track_running_stats:
-            mean, var, count = self.moments(x, m)
+            if type(self).moments is MaskedBatchNorm.moments:
+                mean, var, count, centred = self._moments(x, m)
+            else:  # a subclass's statistics (data-parallel: over every rank's particles)
+                mean, var, count = self.moments(x, m)
+                centred = (x - mean) * m
             if self.training and self.track_running_stats:
                 _update_running(self, mean, var, count)
             self._record(mean, var)
         else:
             mean, var = self.running_mean, self.running_var
-        return ((x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias) * m
+            centred = (x - mean) * m
+        # ((x − mean)/√(var + ε)·w + b)·m, in as few passes over (B, N, F) as the arithmetic allows
+        return torch.addcmul(self.bias, centred, torch.rsqrt(var + self.eps) * self.weight) * m
 
 
 class SharedBatchStatistics:

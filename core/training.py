@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.adamw import adamw as functional_adamw
 
 from . import metrics as M
 from .checkpoint import Checkpoint
@@ -72,7 +74,9 @@ class RunSettings:
     order. ``train_pt_max`` restricts training and validation to events whose breaking
     variable — that of the context ``cut_context``, leading-particle pT by default — is below
     it (the extrapolation protocol); the test split keeps every event. ``matched_init``: the
-    compared specs start as one function (:mod:`symfw.core.matching`; ``compare --matched-init``).
+    compared specs start as one function (:mod:`symfw.core.matching`; ``compare --matched-init``). ``compile``: run the
+    training step through ``torch.compile`` (True), eagerly (False), or where that pays (None,
+    :func:`compile_by_default`); compiled float32 steps round differently in the last bits.
     """
 
     data: str = "zmumu"
@@ -84,6 +88,7 @@ class RunSettings:
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     cut_context: str = "leading-pt"
     matched_init: bool = False
+    compile: bool | None = None
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -101,6 +106,8 @@ class RunSettings:
             raise UsageError(f"events must be >= 1, got {self.events}")
         if self.train_pt_max is not None and not (self.train_pt_max > 0 and math.isfinite(self.train_pt_max)):
             raise UsageError(f"train_pt_max must be a positive number of GeV, got {self.train_pt_max:g}")
+        if self.compile not in (None, True, False):
+            raise UsageError(f"compile must be true, false or unset (where it pays), got {self.compile!r}")
 
     @classmethod
     def from_record(cls, record: dict[str, Any], origin: str = "run.json") -> "RunSettings":
@@ -368,6 +375,7 @@ class EnsembleJob:
     registry: Any = None
     cut_context: str = "leading-pt"
     matched: Any = None  # a MatchedInit (symfw.core.matching): start as the compared models' common function
+    compile: bool | None = None  # RunSettings.compile
 
 
 def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -378,12 +386,164 @@ def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return out
 
 
-def adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW, with the fused kernel where the device supports it (same update, fewer passes)."""
+def adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float,
+          layout: Sequence[torch.Size] | None = None) -> "FlatAdamW":
+    """AdamW over ``params`` (the ensemble's :meth:`~symfw.core.ensemble.Ensemble.parameters`,
+    its state laid out as ``layout``): :class:`FlatAdamW`."""
+    return FlatAdamW(params, lr=lr, weight_decay=weight_decay, layout=layout)
+
+
+def _torch_adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """torch's AdamW, with the fused kernel where the device supports it (same update, fewer passes)."""
     try:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, ValueError):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def _memory_order(t: torch.Tensor) -> list[int] | None:
+    """The dims of ``t`` from outermost to innermost in memory (``t.permute(order)`` is
+    contiguous), or None when ``t`` does not cover its memory densely."""
+    order = sorted(range(t.dim()), key=lambda d: (-t.stride(d), -t.shape[d]))
+    return order if t.permute(order).is_contiguous() else None
+
+
+HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")  # of a saved AdamW state
+
+
+class FlatAdamW:
+    """AdamW on one flat tensor holding every parameter: one fused update per step instead of one
+    per parameter tensor, through torch's functional AdamW (the arithmetic of
+    ``torch.optim.AdamW``, element by element, without its per-step bookkeeping).
+
+    The parameters become views of the flat tensor (their identity, shapes, strides and values
+    are kept), so the update reaches them; each step their gradients are gathered into one flat
+    gradient. Whether to step the flat tensor is decided at the first step, before any state
+    exists: when a parameter has no gradient then (unused by the loss), or the parameters differ
+    in dtype or device, torch's ``AdamW`` steps them one by one, skipping parameters without a
+    gradient as torch does. ``state_dict`` has the per-tensor layout of ``torch.optim.AdamW``
+    either way, each state tensor shaped as ``layout`` says (the parameters' shapes by default),
+    so checkpoints hold torch's optimiser state (and
+    :meth:`~symfw.core.checkpoint.Checkpoint.merge` stacks it by member).
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], lr: float, weight_decay: float,
+                 layout: Sequence[torch.Size] | None = None):
+        self.params = list(params)
+        self.layout = [torch.Size(s) for s in layout] if layout is not None else [p.shape for p in self.params]
+        reference = _torch_adamw([torch.zeros(1, device=self.params[0].device)], lr, weight_decay)
+        self.group = {k: v for k, v in reference.param_groups[0].items() if k != "params"}  # torch's defaults
+        self.inner: torch.optim.AdamW | None = None  # per-tensor mode: torch's optimiser
+        self.state: dict[str, torch.Tensor] | None = None  # flat mode: step, exp_avg, exp_avg_sq
+        self.pending: dict[str, Any] | None = None  # a state loaded before the first step
+        self.flat: torch.Tensor | None = None
+        first = self.params[0]
+        self.orders = [_memory_order(p) for p in self.params]  # each parameter's dims, outermost first
+        self.identity = [o == list(range(len(o))) if o is not None else False for o in self.orders]
+        if all(p.dtype == first.dtype and p.device == first.device for p in self.params) and None not in self.orders:
+            with torch.no_grad():
+                self.flat = torch.cat([self._flat(p, i) for i, p in enumerate(self.params)])
+                for i, p in enumerate(self.params):  # a view of the flat tensor with p's own strides
+                    p.data = self._piece(self.flat, i)
+        self.flat_steps = False  # whether the flat tensor is what is stepped (decided at the first step)
+
+    def _flat(self, t: torch.Tensor, i: int) -> torch.Tensor:
+        """``t`` (parameter i's shape) as 1-D in parameter i's memory order (a view when the layouts agree)."""
+        return t.reshape(-1) if self.identity[i] else t.permute(self.orders[i]).reshape(-1)
+
+    def _piece(self, flat: torch.Tensor, i: int) -> torch.Tensor:
+        """Parameter i's part of a flat tensor, shaped and strided as parameter i."""
+        p, order = self.params[i], self.orders[i]
+        offset = sum(q.numel() for q in self.params[:i])
+        chunk = flat[offset : offset + p.numel()].view([p.shape[d] for d in order])
+        return chunk.permute([order.index(d) for d in range(p.dim())])
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """torch's optimiser interface to the hyperparameters (the schedule sets ``lr`` each epoch)."""
+        return [self.group] if self.inner is None else self.inner.param_groups
+
+    def _start(self) -> None:
+        lr = self.group["lr"]  # as set for this epoch; a loaded state must not bring back the saved one
+        per = self.pending["state"] if self.pending is not None else {}
+        self.flat_steps = (
+            self.flat is not None
+            and all(p.grad is not None for p in self.params)
+            and (not per or len({float(s["step"]) for s in per.values()}) == 1)
+        )
+        if self.flat_steps:
+            self.state = self._fresh_state()
+        else:
+            self.inner = _torch_adamw(self.params, self.group["lr"], self.group["weight_decay"])
+        if self.pending is not None:
+            self._load(self.pending)
+            self.pending = None
+        for group in self.param_groups:
+            group["lr"] = lr
+
+    def _fresh_state(self) -> dict[str, torch.Tensor]:
+        fused = self.group.get("fused") or self.group.get("capturable")
+        step = torch.zeros((), dtype=torch.float32, device=self.flat.device if fused else "cpu")
+        return {"step": step, "exp_avg": torch.zeros_like(self.flat), "exp_avg_sq": torch.zeros_like(self.flat)}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if self.inner is None and self.state is None:
+            self._start()
+        if not self.flat_steps:
+            self.inner.step()
+            return
+        grad = torch.cat([self._flat(p.grad if p.grad is not None else torch.zeros_like(p), i)
+                          for i, p in enumerate(self.params)])
+        g, st = self.group, self.state
+        functional_adamw(
+            [self.flat], [grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]],
+            foreach=g.get("foreach"), capturable=bool(g.get("capturable")), differentiable=False, fused=g.get("fused"),
+            amsgrad=g["amsgrad"], beta1=g["betas"][0], beta2=g["betas"][1], lr=g["lr"],
+            weight_decay=g["weight_decay"], eps=g["eps"], maximize=g["maximize"],
+        )
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    # -- state: torch.optim.AdamW's per-tensor layout ----------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        group = {**(self.group if self.inner is None else self.inner.param_groups[0]),
+                 "params": list(range(len(self.params)))}
+        if self.inner is None and self.state is None:
+            return self.pending if self.pending is not None else {"state": {}, "param_groups": [group]}
+        if not self.flat_steps:
+            out = self.inner.state_dict()
+            out["state"] = {i: {k: v.reshape(self.layout[i]) if v.dim() else v for k, v in st.items()}
+                            for i, st in out["state"].items()}
+            return out
+        per = {i: {k: self._piece(v, i).reshape(shape) if v.dim() else v.clone() for k, v in self.state.items()}
+               for i, shape in enumerate(self.layout)}
+        return {"state": per, "param_groups": [group]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.inner is None and self.state is None:  # applied at the first step, once the mode is known
+            self.pending = state
+        else:
+            self._load(state)
+
+    def _load(self, state: dict[str, Any]) -> None:
+        per = state["state"]
+        if not self.flat_steps:
+            shaped = {i: {k: v.reshape(self.params[i].shape) if v.dim() else v for k, v in st.items()}
+                      for i, st in per.items()}
+            self.inner.load_state_dict({**state, "state": shaped})
+            return
+        self.group.update({k: v for k, v in state["param_groups"][0].items() if k in HYPERPARAMETERS})
+        if not per:
+            return
+        fresh = self._fresh_state()
+        self.state = {
+            k: v.to(fresh[k]) if k == "step"
+            else torch.cat([self._flat(per[i][k].reshape(p.shape), i) for i, p in enumerate(self.params)]).to(self.flat)
+            for k, v in per[0].items()
+        }
 
 
 def batch_order(train_idx: torch.Tensor, seeds: Sequence[int], epoch: int, device) -> torch.Tensor:
@@ -461,11 +621,29 @@ def local_stepper(ens: Ensemble, job: EnsembleJob, probe: Callable[[], Batch], t
         return SequentialStepper(ens, "requested")
     if job.vectorize == "auto" and len(job.seeds) == 1:
         return SequentialStepper(ens, "one member")
-    if job.vectorize == "auto":
-        reason = ens.probe_vectorized(probe(), terms)
-        if reason is not None:
-            return SequentialStepper(ens, f"vmap failed: {reason}")
+    reason = ens.probe_vectorized(probe(), terms)  # also lays the parameters out as their gradients
+    if reason is not None and job.vectorize == "auto":
+        return SequentialStepper(ens, f"vmap failed: {reason}")
     return VectorizedStepper(ens)
+
+
+def compile_by_default(device: torch.device, vectorized: bool) -> bool:
+    """Whether ``compile = None`` compiles the step: where ``benchmarks/bench_training.py``
+    measured that it pays, compilation included (docs/performance.md)."""
+    return False
+
+
+def compile_step(stepper: Stepper, job: EnsembleJob, probe: Callable[[], Batch], penalties: Sequence) -> None:
+    """Compile the stepper's step when ``job.compile`` asks for it (not with penalties, which
+    run eagerly); a step that does not compile stays eager, with a warning naming why."""
+    vectorized = stepper.mode == "vectorized"
+    wanted = compile_by_default(job.device, vectorized) if job.compile is None else job.compile
+    if not wanted or penalties:
+        return
+    reason = stepper.ens.compile_step(probe(), vectorized)
+    if reason is not None:
+        warnings.warn(f"spec '{job.spec.name}': the training step did not compile, it runs eagerly ({reason})",
+                      stacklevel=2)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -488,7 +666,8 @@ def train_epoch(
         loss, pen = stepper.step(augment(batch) if augment else batch, terms)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        totals += torch.stack([loss, pen]).double() * (stop - start)
+        totals[0].add_(loss, alpha=stop - start)
+        totals[1].add_(pen, alpha=stop - start)
         count += stop - start
     return stepper.reduce(totals) / count
 
@@ -538,8 +717,7 @@ def train_ensemble(
             return matched_state(job.matched, seed, probe_p4, probe_mask, registry)
 
     ens = Ensemble(spec, job.seeds, device=device, registry=registry, dtype=tensors.dtype, task=task,
-                   output_affine=affine, init=init)
-    opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+                   output_affine=affine, init=init, direct=parallel is None and len(job.seeds) == 1)
     penalties = penalty_terms(spec, ens.base.group, registry)
     augment = augmenter(spec, registry)
 
@@ -557,6 +735,7 @@ def train_ensemble(
         stepper = local_stepper(ens, job, probe, [PenaltyTerm(r.name, p, 1.0) for r, p in penalties])
     ens.vectorize = stepper.mode == "vectorized"
     steps = stepper.steps(len(train_idx), cfg.batch_size)
+    opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, layout=ens.parameter_layout())
 
     def load() -> Checkpoint | None:
         if directory is None or not resume or not directory.has_checkpoint:
@@ -578,6 +757,8 @@ def train_ensemble(
         (params, buffers), best = ens.state(), ens.state()
         ckpt = Checkpoint(0, list(job.seeds), params, buffers, opt.state_dict(), *best, [None] * len(ens), [0] * len(ens))
     ckpt.mode, ckpt.mode_reason = stepper.mode, stepper.reason
+    if parallel is None:
+        compile_step(stepper, job, probe, penalties)
 
     rng_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
@@ -687,6 +868,7 @@ def final_results(job, task, ens, tensors, ckpt: Checkpoint, world_size: int = 1
         "weight_decay": job.spec.training.weight_decay,
         "mode": ckpt.mode,
         "mode_reason": ckpt.mode_reason,
+        "compiled": ens.compiled,
         "world_size": world_size,
         "device": str(device),
         "parameters": ens.n_parameters,
