@@ -80,8 +80,6 @@ class Ensemble:
     ):
         if len(seeds) < 1:
             raise ValueError("an ensemble needs at least one member")
-        if direct and len(seeds) != 1:
-            raise ValueError("direct: an ensemble of one member only")
         self.spec = spec
         self.registry = registry
         self.seeds = [int(s) for s in seeds]
@@ -103,7 +101,8 @@ class Ensemble:
             task = cls(cls.Options.model_validate(spec.task.options))
         self.task = task
         self.direct = direct
-        if direct:  # the member is the module itself; params/buffers are views of its tensors
+        if direct:  # every member a module of its own (its tensors are the state)
+            self.members: list[SymfwModel] = models
             self.base: SymfwModel = models[0]
         else:
             self._params, self._buffers = stack_module_state(models)
@@ -117,17 +116,25 @@ class Ensemble:
         return len(self.seeds)
 
     def train(self, mode: bool = True) -> "Ensemble":
-        self.base.train(mode)
+        for module in self.members if self.direct else [self.base]:
+            module.train(mode)
         return self
 
     def eval(self) -> "Ensemble":
         return self.train(False)
 
+    def _stack(self, named: Callable[[nn.Module], object]) -> dict[str, torch.Tensor]:
+        """``direct``: the members' tensors stacked, without grad (views for one member, else copies)."""
+        parts = [dict(named(module)) for module in self.members]
+        if len(parts) == 1:
+            return {k: v.detach().unsqueeze(0) for k, v in parts[0].items()}
+        return {k: torch.stack([part[k].detach() for part in parts]) for k in parts[0]}
+
     @property
     def params(self) -> dict[str, torch.Tensor]:
-        """The stacked parameters, (M, ...) each (in ``direct`` mode views of the module's, without grad)."""
+        """The stacked parameters, (M, ...) each (``direct``: the members', stacked without grad)."""
         if self.direct:
-            return {k: v.detach().unsqueeze(0) for k, v in self.base.named_parameters()}
+            return self._stack(nn.Module.named_parameters)
         return self._params
 
     @params.setter
@@ -136,9 +143,9 @@ class Ensemble:
 
     @property
     def buffers(self) -> dict[str, torch.Tensor]:
-        """The stacked buffers, (M, ...) each (in ``direct`` mode views of the module's)."""
+        """The stacked buffers, (M, ...) each (``direct``: the members', stacked)."""
         if self.direct:
-            return {k: v.unsqueeze(0) for k, v in self.base.named_buffers()}
+            return self._stack(nn.Module.named_buffers)
         return self._buffers
 
     @buffers.setter
@@ -147,31 +154,37 @@ class Ensemble:
 
     def parameters(self) -> list[torch.Tensor]:
         """The tensors the optimiser steps (their gradients are the step's): the stacked
-        parameters, or in ``direct`` mode the module's own; shaped as :meth:`parameter_layout`
-        says the optimiser's state is laid out."""
-        return list(self.base.parameters()) if self.direct else list(self._params.values())
+        parameters, or (``direct``) the members' own, every parameter's members in a row."""
+        if not self.direct:
+            return list(self._params.values())
+        named = [dict(module.named_parameters()) for module in self.members]
+        return [part[k] for k in named[0] for part in named]
 
-    def parameter_layout(self) -> list[torch.Size]:
-        """The stacked shape (M, ...) of every tensor of :meth:`parameters`, in order."""
-        return [torch.Size((len(self), *p.shape)) if self.direct else p.shape for p in self.parameters()]
+    def parameter_layout(self) -> tuple[list[torch.Size], int]:
+        """How the optimiser's state is laid out: the stacked shape (M, ...) of every parameter,
+        and how many consecutive tensors of :meth:`parameters` each one covers."""
+        return [p.shape for p in self.params.values()], len(self) if self.direct else 1
 
     def _call(self, params, buffers, p4, mask) -> torch.Tensor:
-        if params is None:  # the live module (direct mode)
-            return self.base(p4, mask)
+        if isinstance(params, nn.Module):  # a member module itself (direct)
+            return params(p4, mask)
         return functional_call(self.base, (params, buffers), (p4, mask))
 
     def _slice(self, m: int, state: State | None = None) -> State:
         params, buffers = state if state is not None else (self.params, self.buffers)
         return {k: v[m] for k, v in params.items()}, {k: v[m] for k, v in buffers.items()}
 
-    def _trained(self, m: int) -> State | tuple[None, None]:
-        """Member m's state as a training step uses it: views of the stacked tensors, or in
-        ``direct`` mode (None, None) for the module itself (no views, no functional call)."""
-        return (None, None) if self.direct else self._slice(m)
+    def _trained(self, m: int) -> tuple:
+        """Member m as a training step runs it: views of the stacked tensors, or (``direct``)
+        (its module, None) — no views, no functional call."""
+        return (self.members[m], None) if self.direct else self._slice(m)
 
     def _stacked(self) -> State:
-        """The stacked state with gradients flowing to :meth:`parameters` (for a vmapped step)."""
+        """The stacked state with gradients flowing to :meth:`parameters` (for a vmapped step;
+        ``direct``: one member only, whose buffers must stay the ones updated in place)."""
         if self.direct:
+            if len(self) != 1:
+                raise RuntimeError("a direct ensemble of several members steps them one after the other")
             return {k: v.unsqueeze(0) for k, v in self.base.named_parameters()}, self.buffers
         return self._params, self._buffers
 
@@ -201,7 +214,8 @@ class Ensemble:
         """:meth:`member_loss` with nothing detached (what is compiled: a compiled function's
         detached outputs lose the first output's graph in torch 2.13)."""
         # without penalties nothing reuses the statistics: every batch norm is then torch's own
-        with shared_batch_statistics(self.base) if terms else contextlib.nullcontext() as shared:
+        module = params if isinstance(params, nn.Module) else self.base
+        with shared_batch_statistics(module) if terms else contextlib.nullcontext() as shared:
             logits = self._call(params, buffers, p4, mask)
             loss = self.task.loss(logits, label, weight)
             if shares is not None:
@@ -254,8 +268,8 @@ class Ensemble:
         gradients are put back after); None if it works, else the reason (one line). Nothing
         of the ensemble changes (state and global RNG are restored)."""
         if self.direct:
-            saved = {k: v.detach().clone() for k, v in self.base.state_dict().items()}
-            grads = [p.grad for p in self.base.parameters()]
+            saved = [{k: v.detach().clone() for k, v in module.state_dict().items()} for module in self.members]
+            grads = [p.grad for p in self.parameters()]
         else:
             saved_params, saved_buffers = self._params, self._buffers
             self._params = {k: v.detach().clone().requires_grad_(True) for k, v in saved_params.items()}
@@ -269,9 +283,10 @@ class Ensemble:
         finally:
             if self.direct:
                 with torch.no_grad():
-                    for k, v in self.base.state_dict().items():
-                        v.copy_(saved[k])
-                for p, g in zip(self.base.parameters(), grads):
+                    for module, kept in zip(self.members, saved):
+                        for k, v in module.state_dict().items():
+                            v.copy_(kept[k])
+                for p, g in zip(self.parameters(), grads):
                     p.grad = g
             else:
                 self._params, self._buffers = saved_params, saved_buffers
@@ -349,7 +364,7 @@ class Ensemble:
             for start in range(0, p4.shape[0], chunk):
                 x, m = p4[start : start + chunk], mask[start : start + chunk]
                 if state is None and self.direct:
-                    out = self._call(None, None, x, m).unsqueeze(0)
+                    out = torch.stack([module(x, m) for module in self.members])
                 elif self.vectorize and self.device.type == "cuda":
                     out = vmap(self._call, in_dims=(0, 0, None, None))(params, buffers, x, m)
                 else:
@@ -372,11 +387,17 @@ class Ensemble:
 
     @torch.no_grad()
     def load_state(self, state: State) -> None:
-        (params, buffers), (mine, my_buffers) = state, (self.params, self.buffers)
+        params, buffers = state
+        if self.direct:
+            for m, module in enumerate(self.members):
+                mine = module.state_dict()
+                for k, v in {**params, **buffers}.items():
+                    mine[k].copy_(v[m])
+            return
         for k, v in params.items():
-            mine[k].copy_(v)
+            self._params[k].copy_(v)
         for k, v in buffers.items():
-            my_buffers[k].copy_(v)
+            self._buffers[k].copy_(v)
 
     def member(self, m: int, state: State | None = None) -> SymfwModel:
         """Member m as a standalone :class:`SymfwModel` (eval mode) on the ensemble's device."""

@@ -53,6 +53,11 @@ class SharedStatistics:
         if self.stats_mode == "record":
             self.recorded = (mean, var)
 
+    def local_statistics(self) -> bool:
+        """Whether the batch statistics are this batch's own (not, e.g., every rank's): torch's
+        fused batch norm may then do the pass."""
+        return True
+
 
 def _update_running(norm: nn.Module, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
     """Move the running averages as ``torch.nn.BatchNorm1d`` does (unbiased running variance)."""
@@ -81,10 +86,6 @@ class BatchNorm1d(SharedStatistics, nn.BatchNorm1d):
         count = torch.tensor(float(flat.shape[0]), dtype=x.dtype, device=x.device)
         mean = flat.mean(0)
         return mean, (flat - mean).square().mean(0), count
-
-    def local_statistics(self) -> bool:
-        """Whether :meth:`moments` is this batch's own (torch's batch norm then does the pass)."""
-        return True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.stats_mode != "reuse" and self.local_statistics():
@@ -157,8 +158,8 @@ class MaskedBatchNorm(SharedStatistics, nn.Module):
 
     def all_real(self, mask: torch.Tensor) -> bool:
         """Whether this pass may normalise as torch's batch norm: every particle real, seen on the
-        CPU outside vmap and compilation, and the statistics this class's own."""
-        if mask.device.type != "cpu" or type(self).moments is not MaskedBatchNorm.moments:
+        CPU outside vmap and compilation, and the statistics this batch's own."""
+        if mask.device.type != "cpu" or not self.local_statistics():
             return False
         if torch.compiler.is_compiling():
             return False
@@ -181,7 +182,7 @@ class MaskedBatchNorm(SharedStatistics, nn.Module):
             mean, var = self._reused()
             centred = (x - mean) * m
         elif self.training or not self.track_running_stats:
-            if type(self).moments is MaskedBatchNorm.moments:
+            if self.local_statistics():
                 mean, var, count, centred = self._moments(x, m)
             else:  # a subclass's statistics (data-parallel: over every rank's particles)
                 mean, var, count = self.moments(x, m)
@@ -253,7 +254,14 @@ def shared_batch_statistics(module: nn.Module) -> Iterator[SharedBatchStatistics
 
 
 class ParticleMLP(nn.Module):
-    """The same MLP applied to every particle of (B, N, F) inputs, masked batch norm."""
+    """The same MLP applied to every particle of (B, N, F) inputs, masked batch norm; padded
+    particles give zeros.
+
+    When some particles are padded and that can be seen without waiting for a device (on the
+    CPU, outside vmap and compilation: :meth:`real_rows`), only the real particles are computed:
+    they are packed into one batch of rows, whose batch norm is torch's fused one, and the
+    results put back in place — the same function, at the cost of the real particles alone.
+    """
 
     def __init__(
         self, in_features: int, hidden: Sequence[int], out_features: int, batchnorm: bool = True
@@ -269,12 +277,36 @@ class ParticleMLP(nn.Module):
             width = size
         self.out = nn.Linear(width, out_features)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def real_rows(mask: torch.Tensor) -> torch.Tensor | None:
+        """The indices of the real particles in the flattened (B·N) batch, when some are padded
+        (at least two real) and the mask is on the CPU outside vmap and compilation; else None."""
+        if mask.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        flat = mask.reshape(-1)
+        try:
+            real = int(flat.sum())
+        except RuntimeError:  # under vmap a tensor cannot steer Python
+            return None
+        if real < 2 or real == flat.numel():
+            return None
+        return flat.nonzero().squeeze(1)
+
+    def _layers(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         for linear, norm in zip(self.linears, self.norms):
             x = linear(x)
             x = norm(x, mask) if isinstance(norm, MaskedBatchNorm) else x
             x = torch.relu(x)
-        return self.out(x) * mask.unsqueeze(-1).to(x.dtype)
+        return self.out(x)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        rows = self.real_rows(mask)
+        if rows is None:
+            return self._layers(x, mask) * mask.unsqueeze(-1).to(x.dtype)
+        b, n = mask.shape
+        packed = x.reshape(b * n, -1).index_select(0, rows).unsqueeze(0)  # (1, R, F): the real particles
+        out = self._layers(packed, mask.new_ones(1, rows.numel())).squeeze(0)
+        return out.new_zeros(b * n, out.shape[-1]).index_copy(0, rows, out).view(b, n, -1)
 
 
 def hidden_neurons(module: nn.Module) -> int:

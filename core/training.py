@@ -387,10 +387,12 @@ def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
 
 
 def adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float,
-          layout: Sequence[torch.Size] | None = None) -> "FlatAdamW":
+          layout: tuple[Sequence[torch.Size], int] | None = None) -> "FlatAdamW":
     """AdamW over ``params`` (the ensemble's :meth:`~symfw.core.ensemble.Ensemble.parameters`,
-    its state laid out as ``layout``): :class:`FlatAdamW`."""
-    return FlatAdamW(params, lr=lr, weight_decay=weight_decay, layout=layout)
+    its state laid out as ``layout`` = :meth:`~symfw.core.ensemble.Ensemble.parameter_layout`):
+    :class:`FlatAdamW`."""
+    shapes, per_entry = layout if layout is not None else (None, 1)
+    return FlatAdamW(params, lr=lr, weight_decay=weight_decay, layout=shapes, per_entry=per_entry)
 
 
 def _torch_adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -422,15 +424,20 @@ class FlatAdamW:
     exists: when a parameter has no gradient then (unused by the loss), or the parameters differ
     in dtype or device, torch's ``AdamW`` steps them one by one, skipping parameters without a
     gradient as torch does. ``state_dict`` has the per-tensor layout of ``torch.optim.AdamW``
-    either way, each state tensor shaped as ``layout`` says (the parameters' shapes by default),
-    so checkpoints hold torch's optimiser state (and
+    either way, with one entry per ``per_entry`` consecutive parameters (an ensemble's members
+    of one parameter), its tensors stacked and shaped as ``layout`` says (the parameters' shapes
+    by default), so checkpoints hold torch's optimiser state of the stacked parameters (and
     :meth:`~symfw.core.checkpoint.Checkpoint.merge` stacks it by member).
     """
 
     def __init__(self, params: Sequence[torch.Tensor], lr: float, weight_decay: float,
-                 layout: Sequence[torch.Size] | None = None):
+                 layout: Sequence[torch.Size] | None = None, per_entry: int = 1):
         self.params = list(params)
-        self.layout = [torch.Size(s) for s in layout] if layout is not None else [p.shape for p in self.params]
+        self.per_entry = per_entry
+        if len(self.params) % per_entry:
+            raise ValueError(f"{len(self.params)} parameters do not make entries of {per_entry}")
+        shapes = [torch.Size((per_entry, *p.shape)) if per_entry > 1 else p.shape for p in self.params[::per_entry]]
+        self.layout = [torch.Size(s) for s in layout] if layout is not None else shapes
         reference = _torch_adamw([torch.zeros(1, device=self.params[0].device)], lr, weight_decay)
         self.group = {k: v for k, v in reference.param_groups[0].items() if k != "params"}  # torch's defaults
         self.inner: torch.optim.AdamW | None = None  # per-tensor mode: torch's optimiser
@@ -450,6 +457,11 @@ class FlatAdamW:
     def _flat(self, t: torch.Tensor, i: int) -> torch.Tensor:
         """``t`` (parameter i's shape) as 1-D in parameter i's memory order (a view when the layouts agree)."""
         return t.reshape(-1) if self.identity[i] else t.permute(self.orders[i]).reshape(-1)
+
+    def _like(self, t: torch.Tensor, i: int) -> torch.Tensor:
+        """A copy of ``t`` (parameter i's shape) with parameter i's strides."""
+        p = self.params[i]
+        return torch.empty_strided(p.shape, p.stride(), dtype=t.dtype, device=p.device).copy_(t)
 
     def _piece(self, flat: torch.Tensor, i: int) -> torch.Tensor:
         """Parameter i's part of a flat tensor, shaped and strided as parameter i."""
@@ -508,32 +520,50 @@ class FlatAdamW:
             p.grad = None
 
     # -- state: torch.optim.AdamW's per-tensor layout ----------------------------------------------
+    def _entry(self, parts: Sequence[torch.Tensor], i: int) -> torch.Tensor:
+        """Entry i of the state from its parameters' tensors (stacked, shaped as the layout)."""
+        return (torch.stack(list(parts)) if self.per_entry > 1 else parts[0]).reshape(self.layout[i])
+
+    def _parts(self, entry: torch.Tensor, i: int) -> list[torch.Tensor]:
+        """Entry i's tensor split into its parameters' tensors (each shaped as its parameter)."""
+        members = self.params[i * self.per_entry : (i + 1) * self.per_entry]
+        stacked = entry.reshape(len(members), *members[0].shape)
+        return [stacked[j] for j in range(len(members))]
+
     def state_dict(self) -> dict[str, Any]:
         group = {**(self.group if self.inner is None else self.inner.param_groups[0]),
-                 "params": list(range(len(self.params)))}
+                 "params": list(range(len(self.layout)))}
         if self.inner is None and self.state is None:
             return self.pending if self.pending is not None else {"state": {}, "param_groups": [group]}
+        n = self.per_entry
         if not self.flat_steps:
-            out = self.inner.state_dict()
-            out["state"] = {i: {k: v.reshape(self.layout[i]) if v.dim() else v for k, v in st.items()}
-                            for i, st in out["state"].items()}
-            return out
-        per = {i: {k: self._piece(v, i).reshape(shape) if v.dim() else v.clone() for k, v in self.state.items()}
-               for i, shape in enumerate(self.layout)}
+            state = self.inner.state_dict()["state"]
+            complete = [i for i in range(len(self.layout)) if all(i * n + j in state for j in range(n))]
+            per = {i: {k: self._entry([state[i * n + j][k] for j in range(n)], i).contiguous() if v.dim() else v
+                       for k, v in state[i * n].items()} for i in complete}  # never stepped: no entry, as in torch
+            return {"state": per, "param_groups": [group]}
+        contiguous = lambda t: t.clone(memory_format=torch.contiguous_format)  # noqa: E731 - a snapshot, not views
+        per = {i: {k: contiguous(self._entry([self._piece(v, i * n + j) for j in range(n)], i)) if v.dim()
+                   else v.clone() for k, v in self.state.items()} for i in range(len(self.layout))}
         return {"state": per, "param_groups": [group]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if self.inner is None and self.state is None:  # applied at the first step, once the mode is known
-            self.pending = state
+            self.pending = {"state": {i: {k: v.clone() for k, v in st.items()} for i, st in state["state"].items()},
+                            "param_groups": [dict(g) for g in state["param_groups"]]}
         else:
             self._load(state)
 
     def _load(self, state: dict[str, Any]) -> None:
-        per = state["state"]
+        per, n = state["state"], self.per_entry
         if not self.flat_steps:
-            shaped = {i: {k: v.reshape(self.params[i].shape) if v.dim() else v for k, v in st.items()}
-                      for i, st in per.items()}
-            self.inner.load_state_dict({**state, "state": shaped})
+            tensors = {}
+            for i, st in per.items():  # each state tensor laid out as its parameter (torch's kernels assume it)
+                split = {k: [self._like(part, i * n + j) for j, part in enumerate(self._parts(v, i))] if v.dim()
+                         else [v.clone() for _ in range(n)] for k, v in st.items()}
+                tensors.update({i * n + j: {k: parts[j] for k, parts in split.items()} for j in range(n)})
+            group = {**state["param_groups"][0], "params": list(range(len(self.params)))}
+            self.inner.load_state_dict({"state": tensors, "param_groups": [group]})
             return
         self.group.update({k: v for k, v in state["param_groups"][0].items() if k in HYPERPARAMETERS})
         if not per:
@@ -541,7 +571,8 @@ class FlatAdamW:
         fresh = self._fresh_state()
         self.state = {
             k: v.to(fresh[k]) if k == "step"
-            else torch.cat([self._flat(per[i][k].reshape(p.shape), i) for i, p in enumerate(self.params)]).to(self.flat)
+            else torch.cat([self._flat(part, i * n + j) for i in range(len(self.layout))
+                            for j, part in enumerate(self._parts(per[i][k], i))]).to(self.flat)
             for k, v in per[0].items()
         }
 
@@ -615,12 +646,23 @@ class VectorizedStepper(Stepper):
     mode = "vectorized"
 
 
+def sequential_planned(job: EnsembleJob) -> bool:
+    """Whether the members will train one after the other (:func:`local_stepper`), each then a
+    module of its own (``Ensemble(direct=True)``)."""
+    return job.vectorize == "no" or job.vectorize == "auto" and (len(job.seeds) == 1 or job.device.type == "cpu")
+
+
 def local_stepper(ens: Ensemble, job: EnsembleJob, probe: Callable[[], Batch], terms: Sequence[PenaltyTerm]) -> Stepper:
-    """Vectorised when asked, or (auto) when there are several members and one vmapped step works."""
+    """Vectorised when asked, or (auto) on a GPU when there are several members and one vmapped
+    step works. On a CPU the members train one after the other, each a module of its own: 1.2×
+    the member-events/s of one vmapped step (benchmarks/bench_training.py), whose M-fold
+    tensors fall out of the caches."""
     if job.vectorize == "no":
         return SequentialStepper(ens, "requested")
     if job.vectorize == "auto" and len(job.seeds) == 1:
         return SequentialStepper(ens, "one member")
+    if job.vectorize == "auto" and job.device.type == "cpu":
+        return SequentialStepper(ens, "several members on a CPU: one after the other (faster than vmap there)")
     reason = ens.probe_vectorized(probe(), terms)  # also lays the parameters out as their gradients
     if reason is not None and job.vectorize == "auto":
         return SequentialStepper(ens, f"vmap failed: {reason}")
@@ -716,8 +758,11 @@ def train_ensemble(
         def init(seed: int) -> dict[str, torch.Tensor]:
             return matched_state(job.matched, seed, probe_p4, probe_mask, registry)
 
-    ens = Ensemble(spec, job.seeds, device=device, registry=registry, dtype=tensors.dtype, task=task,
-                   output_affine=affine, init=init, direct=parallel is None and len(job.seeds) == 1)
+    def build(direct: bool) -> Ensemble:
+        return Ensemble(spec, job.seeds, device=device, registry=registry, dtype=tensors.dtype, task=task,
+                        output_affine=affine, init=init, direct=direct)
+
+    ens = build(parallel is None and sequential_planned(job))
     penalties = penalty_terms(spec, ens.base.group, registry)
     augment = augmenter(spec, registry)
 
@@ -733,9 +778,6 @@ def train_ensemble(
             return tensors.batch(batch_order(train_idx, job.seeds, 0, device)[:, : cfg.batch_size])
 
         stepper = local_stepper(ens, job, probe, [PenaltyTerm(r.name, p, 1.0) for r, p in penalties])
-    ens.vectorize = stepper.mode == "vectorized"
-    steps = stepper.steps(len(train_idx), cfg.batch_size)
-    opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, layout=ens.parameter_layout())
 
     def load() -> Checkpoint | None:
         if directory is None or not resume or not directory.has_checkpoint:
@@ -743,16 +785,19 @@ def train_ensemble(
         return Checkpoint.load(directory.checkpoint_path, ens.member_shapes(), device)
 
     ckpt = stepper.on_main(load)  # the loop's whole state: updated every epoch, saved as it is
+    if ckpt is not None and ckpt.seeds != list(job.seeds):
+        raise UsageError(f"{directory.root}: the checkpoint holds other members; remove it to restart")
+    if parallel is None and ckpt is not None and ckpt.mode in ("vectorized", "sequential") and ckpt.mode != stepper.mode:
+        ens = build(ckpt.mode == "sequential")  # resumed as it started, so the run ends as an uninterrupted one
+        stepper = (VectorizedStepper if ckpt.mode == "vectorized" else SequentialStepper)(ens, ckpt.mode_reason)
+    ens.vectorize = stepper.mode == "vectorized"
+    steps = stepper.steps(len(train_idx), cfg.batch_size)
+    opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, layout=ens.parameter_layout())
     if ckpt is not None:
-        if ckpt.seeds != list(job.seeds):
-            raise UsageError(f"{directory.root}: the checkpoint holds other members; remove it to restart")
         ens.load_state((ckpt.params, ckpt.buffers))
         opt.load_state_dict(ckpt.optimizer)
         if stepper.is_main and directory is not None:
             directory.write_metrics(ckpt.history)  # a kill between the checkpoint and this file loses nothing
-        if parallel is None and ckpt.mode in ("vectorized", "sequential") and ckpt.mode != stepper.mode:
-            stepper = (VectorizedStepper if ckpt.mode == "vectorized" else SequentialStepper)(ens, ckpt.mode_reason)
-            ens.vectorize = stepper.mode == "vectorized"
     else:
         (params, buffers), best = ens.state(), ens.state()
         ckpt = Checkpoint(0, list(job.seeds), params, buffers, opt.state_dict(), *best, [None] * len(ens), [0] * len(ens))
