@@ -1,23 +1,34 @@
-"""Training speed: symfw's trainer against a plain textbook PyTorch loop, and the ensemble speed-up.
+"""Training speed: symfw's trainer against a stand-in of the hybrid paper's reference loop and a
+textbook PyTorch loop, one model and an ensemble, and the share of the machine's matmul rate.
 
-    python benchmarks/bench_training.py [--presets pfn invariant hybrid] [--events 4096]
-                                        [--members 5] [--repeats 5] [--device cpu] [--no-write]
+    python benchmarks/bench_training.py [--presets pfn invariant hybrid] [--events 20000]
+                                        [--members 5] [--epochs 3] [--repeats 2]
+                                        [--compile off|on|both] [--device cpu] [--no-write]
 
-All variants train the same preset model on the same zmumu events (batch 128, AdamW, weighted
-BCE) for one epoch at a time, on one thread (CPU). Variants:
+Every variant trains the same preset model on the same zmumu events and split (20k events:
+12k training, 4k validation), batch 128, AdamW, and runs **whole epochs including its own
+validation pass**; events/s counts training events per second of epoch. Variants:
 
-- ``baseline``: the textbook loop written below — a ``Dataset`` whose ``__getitem__`` returns one
-  event, a shuffling ``DataLoader`` (default collation), one ``nn.Module``, ``loss.backward()``,
-  ``opt.step()``;
-- ``ours``: one epoch of :func:`symfw.core.training.train_epoch` with one member (events stay as
-  tensors, batches gathered by index, the model run through ``torch.func.functional_call``);
-- ``ours ×M vmap`` / ``ours ×M seq``: M members trained together, vectorised or sequential;
-- ``baseline ×M``: the textbook loop run M times, one model after the other.
+- ``reference``: a stand-in of the hybrid paper's reference loop, written from its description
+  (issue 15): a ``Dataset`` whose ``__getitem__`` returns one event, a ``DataLoader`` drawing
+  with a ``WeightedRandomSampler`` (the event weights, with replacement) and default collation,
+  its ``train()`` loop (``loss.item()`` every step) and ``test()`` loop on the validation split
+  every epoch (loss and weighted AUC), one model, per-tensor AdamW (``foreach=False``);
+- ``textbook``: ``DataLoader(shuffle=True)``, weighted BCE, ``torch.optim.AdamW`` with torch's
+  defaults, and one no-grad pass over the validation split with its weighted AUC per epoch;
+- ``symfw``: :func:`symfw.core.training.train_ensemble` as ``symfw train`` runs it (validation
+  metrics, best-epoch snapshot, checkpoint and metrics written every epoch), one member;
+- ``symfw xM``: M members trained together (vmapped where possible), member-events/s;
+- with ``--compile on`` or ``both``: the same with the compiled step (``--compile``).
 
-Variants alternate within each repeat (so background load hits all alike); the median epoch
-time of each gives training events/s (member-events for ensembles). All ratios come from this
-one run and are written to docs/performance.md (the section between the bench_training
-markers; the rest of the file is left alone).
+Within each repeat the variants run one after the other, ``--epochs`` epochs each (symfw
+resumes its run folder, so its epochs continue); the first epoch of every stint is a warm-up
+and not counted, and the fp32 matmul rate (torch.mm, 1024²) is measured between the stints.
+Rates are medians over the counted epochs, by the wall clock and by the process's CPU time
+(robust to other processes on a shared machine). FLOPs per training event are counted with
+torch's FlopCounterMode (matrix products of one forward and backward), so each variant's
+achieved GFLOP/s and its share of the measured matmul rate follow. All ratios come from this
+one run and are written to docs/performance.md (between the bench_training markers).
 """
 
 from __future__ import annotations
@@ -32,89 +43,191 @@ import datetime  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 import symfw  # noqa: E402
 from _docs import publish  # noqa: E402
 from symfw.core.data import resolve_data  # noqa: E402
-from symfw.core.ensemble import Ensemble  # noqa: E402
+from symfw.core.runs import FractionDir  # noqa: E402
 from symfw.core.training import (  # noqa: E402
-    SequentialStepper, Tensors, VectorizedStepper, adamw, batch_order, batches, make_task, member_seeds, train_epoch,
+    EnsembleJob, RunSettings, Tensors, make_task, member_seeds, prepare_split, train_ensemble,
+    with_training_overrides,
 )
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 START, END = "<!-- bench_training:start -->", "<!-- bench_training:end -->"
 
 
-# --------------------------------------------------------------------------- the baseline
+# --------------------------------------------------------------------------- the other loops
 
 
 class EventDataset(Dataset):
-    """One event per item, as a textbook PyTorch pipeline has it."""
+    """One event per item (a tuple of its fields), as both loops have it."""
 
-    def __init__(self, p4, mask, label, weight):
-        self.p4, self.mask, self.label, self.weight = p4, mask, label, weight
+    def __init__(self, *fields: torch.Tensor):
+        self.fields = fields
 
     def __len__(self):
-        return len(self.label)
+        return len(self.fields[0])
 
     def __getitem__(self, i):
-        return self.p4[i], self.mask[i], self.label[i], self.weight[i]
+        return tuple(f[i] for f in self.fields)
 
 
-class Baseline:
-    """A plain training loop: DataLoader(shuffle=True), model(x), loss.backward(), opt.step()."""
+class Loop:
+    """What the reference and the textbook loops share: the model, the events, the validation AUC."""
 
-    def __init__(self, spec, tensors: Tensors, index: torch.Tensor, seed: int, batch_size: int):
+    def __init__(self, spec, tensors: Tensors, split, seed: int, batch_size: int, device):
         torch.manual_seed(seed)
-        self.model = symfw.build_model(spec).to(tensors.p4.device).train()
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=spec.training.lr, weight_decay=spec.training.weight_decay)
-        ds = EventDataset(tensors.p4[index], tensors.mask[index], tensors.target[index], tensors.weight[index])
-        self.loader = DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=True,
-                                 generator=torch.Generator().manual_seed(seed))
+        self.device = device
+        self.model = symfw.build_model(spec).to(device)
+        t = {k: getattr(tensors, k).cpu() for k in ("p4", "mask", "target", "weight")}
+        self.train_events = {k: v[torch.as_tensor(split.train)] for k, v in t.items()}
+        self.val_events = {k: v[torch.as_tensor(split.val)] for k, v in t.items()}
+        self.val_loader = DataLoader(EventDataset(*(self.val_events[k] for k in ("p4", "mask", "target"))),
+                                     batch_size=batch_size)
+        self.n_train = len(split.train)
 
-    def epoch(self) -> int:
-        n = 0
-        for p4, mask, label, weight in self.loader:
-            self.opt.zero_grad()
-            logits = self.model(p4, mask)
-            loss = (F.binary_cross_entropy_with_logits(logits, label, reduction="none") * weight).sum() / weight.sum()
+    def to(self, *tensors):
+        return [x.to(self.device) for x in tensors]
+
+    def val_auc(self, outputs: list[torch.Tensor]) -> float:
+        scores = torch.cat(outputs).cpu().numpy()
+        return roc_auc_score(self.val_events["target"].numpy(), scores, sample_weight=self.val_events["weight"].numpy())
+
+
+class Reference(Loop):
+    """The hybrid paper's reference loop as issue 15 describes it (a stand-in, not its code)."""
+
+    def __init__(self, spec, tensors, split, seed, batch_size, device):
+        super().__init__(spec, tensors, split, seed, batch_size, device)
+        cfg = spec.training
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                           foreach=False)
+        self.loss_fn = nn.BCEWithLogitsLoss()
+        t = self.train_events
+        sampler = WeightedRandomSampler(t["weight"].double(), self.n_train, replacement=True,
+                                        generator=torch.Generator().manual_seed(seed))
+        self.train_loader = DataLoader(EventDataset(t["p4"], t["mask"], t["target"]), batch_size=batch_size,
+                                       sampler=sampler)
+
+    def train(self) -> float:
+        self.model.train()
+        total = 0.0
+        for p4, mask, label in self.train_loader:
+            p4, mask, label = self.to(p4, mask, label)
+            loss = self.loss_fn(self.model(p4, mask), label)
+            self.optimizer.zero_grad()
             loss.backward()
-            self.opt.step()
-            n += len(label)
-        return n
+            self.optimizer.step()
+            total += loss.item()
+        return total / len(self.train_loader)
 
-
-# --------------------------------------------------------------------------- ours
-
-
-class Ours:
-    """symfw's epoch: M members, batches gathered by index, vmapped or sequential."""
-
-    def __init__(self, spec, tensors: Tensors, index: torch.Tensor, members: int, vectorize: bool, batch_size: int):
-        self.tensors, self.index = tensors, index
-        self.seeds = member_seeds(0, members)
-        self.ens = Ensemble(spec, self.seeds, device=tensors.p4.device, vectorize=vectorize)
-        self.stepper = (VectorizedStepper if vectorize else SequentialStepper)(self.ens)
-        self.opt = adamw(self.ens.parameters(), spec.training.lr, spec.training.weight_decay)
-        self.steps = batches(len(index), batch_size)
-        self.steps = [s for s in self.steps if s[1] - s[0] == batch_size]  # full batches, as the baseline
-        self.n_epoch = 0
+    def test(self) -> tuple[float, float]:
+        self.model.eval()
+        loss, outputs = 0.0, []
+        with torch.no_grad():
+            for p4, mask, label in self.val_loader:
+                p4, mask, label = self.to(p4, mask, label)
+                pred = self.model(p4, mask)
+                loss += self.loss_fn(pred, label).item()
+                outputs.append(pred)
+        return loss / len(self.val_loader), self.val_auc(outputs)
 
     def epoch(self) -> int:
-        order = batch_order(self.index, self.seeds, self.n_epoch, self.index.device)
-        self.n_epoch += 1
-        train_epoch(self.stepper, self.opt, self.tensors, order, self.steps)
-        return sum(stop - start for start, stop in self.steps) * len(self.seeds)
+        self.train()
+        self.test()
+        return self.n_train
 
 
-# --------------------------------------------------------------------------- timing
+class Textbook(Loop):
+    """A plain loop: DataLoader(shuffle=True), model(x), weighted BCE, backward, AdamW step; one
+    no-grad pass over the validation split."""
+
+    def __init__(self, spec, tensors, split, seed, batch_size, device):
+        super().__init__(spec, tensors, split, seed, batch_size, device)
+        cfg = spec.training
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        t = self.train_events
+        self.train_loader = DataLoader(EventDataset(t["p4"], t["mask"], t["target"], t["weight"]),
+                                       batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+    def epoch(self) -> int:
+        self.model.train()
+        for p4, mask, label, weight in self.train_loader:
+            p4, mask, label, weight = self.to(p4, mask, label, weight)
+            self.optimizer.zero_grad()
+            loss = (F.binary_cross_entropy_with_logits(self.model(p4, mask), label, reduction="none") * weight).sum()
+            (loss / weight.sum()).backward()
+            self.optimizer.step()
+        self.model.eval()
+        with torch.no_grad():
+            self.val_auc([self.model(*self.to(p4, mask)) for p4, mask, _ in self.val_loader])
+        return self.n_train
+
+
+# --------------------------------------------------------------------------- symfw
+
+
+class Symfw:
+    """``symfw train``'s loop: each stint resumes the run folder for ``epochs`` more epochs and
+    times every epoch (the end of one epoch to the end of the next, everything included)."""
+
+    def __init__(self, spec, tensors, split, members: int, device, compile_: bool, root: Path):
+        self.spec, self.tensors, self.split, self.device, self.compile = spec, tensors, split, device, compile_
+        self.seeds = member_seeds(0, members)
+        self.dir = FractionDir(root)
+        self.done = 0
+        self.mode = None
+
+    def stint(self, epochs: int) -> list[tuple[float, float]]:
+        self.done += epochs
+        spec = with_training_overrides(self.spec, epochs=self.done)
+        job = EnsembleJob(spec=spec, split=self.split, seeds=self.seeds, device=self.device, compile=self.compile)
+        ends: list[tuple[float, float]] = []
+
+        def on_epoch(_record):
+            ends.append((time.perf_counter(), time.process_time()))
+
+        results = train_ensemble(job, self.tensors, self.dir, resume=True, on_epoch=on_epoch)
+        self.mode = results["mode"] + (", compiled" if results.get("compiled") else "")
+        return [(b[0] - a[0], b[1] - a[1]) for a, b in zip(ends, ends[1:])]  # the first epoch: warm-up
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def matmul_rate(device, n: int = 1024, repeats: int = 10) -> float:
+    """fp32 GFLOP/s of torch.mm on n x n matrices."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def flops_per_event(spec, tensors: Tensors, batch_size: int) -> float:
+    """Matrix-product FLOPs of one training forward and backward, per event."""
+    torch.manual_seed(0)
+    model = symfw.build_model(spec).to(tensors.p4.device).train()
+    idx = torch.arange(batch_size, device=tensors.p4.device)
+    with FlopCounterMode(display=False) as counter:
+        loss = F.binary_cross_entropy_with_logits(model(tensors.p4[idx], tensors.mask[idx]), tensors.target[idx])
+        loss.backward()
+    return counter.get_total_flops() / batch_size
 
 
 def sync(device):
@@ -122,19 +235,16 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def measure(variants: dict, repeats: int, device) -> dict[str, float]:
-    """Median events/s of each variant; variants alternate within every repeat."""
-    for v in variants.values():  # warm-up epoch
-        v.epoch()
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(repeats):
-        for name, v in variants.items():
-            sync(device)
-            t0 = time.perf_counter()
-            n = v.epoch()
-            sync(device)
-            times[name].append(n / (time.perf_counter() - t0))
-    return {k: statistics.median(v) for k, v in times.items()}
+def timed_epochs(loop, epochs: int, device) -> list[tuple[float, float]]:
+    out = []
+    for e in range(epochs):
+        sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        loop.epoch()
+        sync(device)
+        if e:  # the first epoch of a stint: warm-up, as for symfw
+            out.append((time.perf_counter() - t0, time.process_time() - c0))
+    return out
 
 
 def cpu_name() -> str:
@@ -150,13 +260,18 @@ def cpu_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["pfn", "invariant", "hybrid"])
-    parser.add_argument("--events", type=int, default=4096, help="training events per epoch")
+    parser.add_argument("--events", type=int, default=20_000, help="zmumu events (60 %% train, 20 %% validation)")
     parser.add_argument("--members", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per stint (the first is a warm-up)")
+    parser.add_argument("--repeats", type=int, default=2, help="stints per variant, interleaved")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
+                        help="symfw's step eager (off), compiled (on), or both side by side")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (the first epoch of a stint is not counted)")
 
     device = torch.device(args.device)
     if device.type == "cpu":
@@ -164,59 +279,83 @@ def main() -> None:
         if hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     data = resolve_data("zmumu", n_events=args.events, seed=0)
-    tensors = Tensors.from_data(data, make_task(symfw.load_spec(args.presets[0])), device)
-    index = torch.arange(len(data), device=device)
-    m, bs = args.members, args.batch_size
+    split = prepare_split(data, RunSettings())
+    bs, m = args.batch_size, args.members
+    compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
+    tmp = tempfile.TemporaryDirectory(prefix="bench_training_")
 
-    rows = []
+    rows, rates = [], []
     for preset in args.presets:
-        spec = symfw.load_spec(preset)
-        variants = {
-            "baseline": Baseline(spec, tensors, index, 0, bs),
-            "ours": Ours(spec, tensors, index, 1, False, bs),  # the trainer runs one member without vmap
-            f"ours x{m} vmap": Ours(spec, tensors, index, m, True, bs),
-            f"ours x{m} seq": Ours(spec, tensors, index, m, False, bs),
+        spec = with_training_overrides(symfw.load_spec(preset), batch_size=bs)
+        tensors = Tensors.from_data(data, make_task(spec), device)
+        variants: dict[str, object] = {
+            "reference": Reference(spec, tensors, split, 0, bs, device),
+            "textbook": Textbook(spec, tensors, split, 0, bs, device),
         }
-        rate = measure(variants, args.repeats, device)
-        # M textbook loops one after the other run at the single loop's rate
-        rate[f"baseline x{m}"] = rate["baseline"]
+        for c in compiles:
+            tag = " compiled" if c else ""
+            variants[f"symfw{tag}"] = Symfw(spec, tensors, split, 1, device, c, Path(tmp.name) / f"{preset}-1{tag}")
+            variants[f"symfw x{m}{tag}"] = Symfw(spec, tensors, split, m, device, c, Path(tmp.name) / f"{preset}-{m}{tag}")
+        samples: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
+        for _ in range(args.repeats):
+            for name, v in variants.items():
+                rates.append(matmul_rate(device))
+                samples[name] += v.stint(args.epochs) if isinstance(v, Symfw) else timed_epochs(v, args.epochs, device)
+        result = {}
+        for name, v in variants.items():
+            members = len(v.seeds) if isinstance(v, Symfw) else 1
+            n = len(split.train) * members
+            wall = statistics.median(n / t for t, _ in samples[name])
+            cpu = statistics.median(n / c for _, c in samples[name])
+            result[name] = (wall, cpu, getattr(v, "mode", None) or "")
+        fl = flops_per_event(spec, tensors, bs)
         params = sum(p.numel() for p in symfw.build_model(spec).parameters())
-        rows.append((preset, params, rate))
-        print(f"{preset:>10}: baseline {rate['baseline']:8.0f} ev/s | ours {rate['ours']:8.0f} ev/s "
-              f"({rate['ours'] / rate['baseline']:.2f}x) | x{m} vmap {rate[f'ours x{m} vmap']:8.0f} | "
-              f"x{m} seq {rate[f'ours x{m} seq']:8.0f} member-ev/s", flush=True)
+        rows.append((preset, params, fl, result))
+        ref = result["reference"]
+        print(f"{preset}: " + " | ".join(f"{k} {w:,.0f} ev/s ({w / ref[0]:.2f}x ref)" for k, (w, _, _) in result.items()),
+              flush=True)
+    tmp.cleanup()
 
+    limit = statistics.median(rates)
     when = datetime.date.today().isoformat()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    threads = "1 thread" if device.type == "cpu" else str(device)
+    where = cpu_name() if device.type == "cpu" else torch.cuda.get_device_name(device)
+    names = list(rows[0][3])
     lines = [
         "## Training throughput (`benchmarks/bench_training.py`)",
         "",
-        f"Measured {when} on {cpu_name() if device.type == 'cpu' else torch.cuda.get_device_name(device)}, "
-        f"{threads}, torch {torch.__version__}, Python {platform.python_version()}; zmumu events, "
-        f"{len(data):,} training events per epoch, batch {bs}, median of {args.repeats} epochs per variant "
-        f"(variants interleaved; 1-minute load average {load:.1f} on {os.cpu_count()} CPUs at the end"
-        + ("; other jobs shared the machine, so compare ratios, not absolute rates" if load > 1.5 else "")
-        + "). Command: `" + " ".join(["python", f"benchmarks/{Path(__file__).name}", *sys.argv[1:]])
-        + "`.",
+        f"Measured {when} on {where}, {'1 thread' if device.type == 'cpu' else str(device)}, torch {torch.__version__}, "
+        f"Python {platform.python_version()}; zmumu, {args.events:,} events ({len(split.train):,} training, "
+        f"{len(split.val):,} validation), batch {bs}, whole epochs with each loop's validation pass; "
+        f"median of {args.repeats} × {args.epochs - 1} epochs per variant (variants interleaved, the first epoch "
+        f"of each stint not counted); 1-minute load average {load:.1f} on {os.cpu_count()} CPUs at the end. "
+        "Command: `" + " ".join(["python", f"benchmarks/{Path(__file__).name}", *sys.argv[1:]]) + "`.",
         "",
-        "Events/s of one model (baseline: textbook `Dataset` + `DataLoader` loop; ours: symfw's trainer):",
+        f"fp32 matmul rate measured in the same run (torch.mm, 1024², median of {len(rates)}): **{limit:.1f} GFLOP/s**. "
+        "MFLOP/event: the matrix products of one training forward and backward (FlopCounterMode); "
+        "\"of matmul\": the share of the matmul rate a variant's matrix products reach.",
         "",
-        "| preset | parameters | baseline ev/s | ours ev/s | ours / baseline |",
-        "|---|---:|---:|---:|---:|",
+        "Training events/s by the wall clock (member-events/s for ensembles), × the reference's rate, and by the "
+        "process's CPU time (in brackets, the same ratio):",
+        "",
+        "| preset | MFLOP/event | " + " | ".join(names) + " |",
+        "|---|---:|" + "---:|" * len(names),
     ]
-    for preset, params, r in rows:
-        lines.append(f"| {preset} | {params:,} | {r['baseline']:,.0f} | {r['ours']:,.0f} | {r['ours'] / r['baseline']:.2f}× |")
+    for preset, _, fl, result in rows:
+        ref_wall, ref_cpu, _ = result["reference"]
+        cells = [f"{w:,.0f} ({w / ref_wall:.2f}×) [{c / ref_cpu:.2f}×]" for w, c, _ in result.values()]
+        lines.append(f"| {preset} | {fl / 1e6:.2f} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"Ensembles of {m} members, member-events/s (each member sees every event once per epoch):",
+        "Share of the matmul rate (wall clock):",
         "",
-        f"| preset | {m}× textbook loops | ours ×{m} sequential | ours ×{m} vmapped | vmapped / sequential | vmapped / textbook |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| preset | " + " | ".join(names) + " |",
+        "|---|" + "---:|" * len(names),
     ]
-    for preset, _, r in rows:
-        vm, sq, bl = r[f"ours x{m} vmap"], r[f"ours x{m} seq"], r[f"baseline x{m}"]
-        lines.append(f"| {preset} | {bl:,.0f} | {sq:,.0f} | {vm:,.0f} | {vm / sq:.2f}× | {vm / bl:.2f}× |")
+    for preset, _, fl, result in rows:
+        lines.append(f"| {preset} | " + " | ".join(f"{w * fl / 1e9 / limit:.0%}" for w, _, _ in result.values()) + " |")
+    modes = {k: mode for _, _, _, result in rows for k, (_, _, mode) in result.items() if mode}
+    lines += ["", "symfw ran " + "; ".join(f"`{k}` {mode}" for k, mode in modes.items()) + "."]
     header = "# Performance\n\nMeasured numbers; each section is written by the benchmark named in it.\n"
     publish("\n".join(lines), DOC, START, END, header, write=not args.no_write)
 

@@ -105,6 +105,11 @@ PtMaxOpt = Annotated[
 CutContextOpt = Annotated[
     str, typer.Option("--cut-context", help="The breaking context whose variable --train-pt-max cuts (default leading-pt).")
 ]
+CompileOpt = Annotated[
+    bool | None,
+    typer.Option("--compile/--no-compile", help="Run the training step through torch.compile, or eagerly "
+                 "(default: where it pays, docs/performance.md)."),
+]
 DdpOpt = Annotated[
     int | None,
     typer.Option("--ddp", help="Data-parallel on N local processes (torchrun -m symfw ... also works)."),
@@ -135,7 +140,8 @@ def parse_floats(text: str, option: str, example: str = "0.1,0.5,1.0") -> list[f
     return values
 
 
-def make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context="leading-pt", registry=None):
+def make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context="leading-pt", registry=None,
+                  compile=None):
     from symfw.core.training import RunSettings
 
     if registry is not None:  # before any data is made: the cut variable must exist
@@ -147,7 +153,7 @@ def make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_contex
     parsed = (1.0,) if fractions is None else tuple(parse_floats(fractions, "--fractions", "0.1,0.5,1.0"))
     try:
         return RunSettings(data=str(data), events=events, seed=seed, seeds=seeds, fractions=parsed,
-                           train_pt_max=train_pt_max, cut_context=cut_context)
+                           train_pt_max=train_pt_max, cut_context=cut_context, compile=compile)
     except UsageError as exc:  # the settings' field names are the options' names
         raise UsageError(f"--{str(exc).replace('_', '-')}") from None
 

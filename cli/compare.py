@@ -17,6 +17,7 @@ from symfw.core.io import check_writable
 from . import ddp as distributed
 from ._common import (
     BatchOpt,
+    CompileOpt,
     CutContextOpt,
     ChunkOpt,
     DataOpt,
@@ -231,6 +232,7 @@ def compare(
     device: DeviceOpt = "auto",
     vectorize: VectorizeOpt = "auto",
     threads: ThreadsOpt = None,
+    compile_: CompileOpt = None,
     executor: Annotated[
         str, typer.Option("--executor", help="local (this process) or ray (a Ray task per spec, seed and fraction).")
     ] = "local",
@@ -265,7 +267,7 @@ def compare(
         raise UsageError("--lr and --lr-grid exclude each other: the grid chooses the learning rate")
     grid = parse_floats(lr_grid, "--lr-grid", "3e-4,1e-3,3e-3") if lr_grid is not None else None
     reg = registry_with(registry)
-    settings = make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context, reg)
+    settings = make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context, reg, compile_)
     if matched_init:
         settings = dataclasses.replace(settings, matched_init=True)
     dev = check_device(device)

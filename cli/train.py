@@ -15,6 +15,7 @@ from symfw.core.runs import safe_dirname
 from . import ddp as distributed
 from ._common import (
     BatchOpt,
+    CompileOpt,
     CutContextOpt,
     ChunkOpt,
     DataOpt,
@@ -105,6 +106,7 @@ def train(
     device: DeviceOpt = "auto",
     vectorize: VectorizeOpt = "auto",
     threads: ThreadsOpt = None,
+    compile_: CompileOpt = None,
     ddp: DdpOpt = None,
     json_: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -120,7 +122,7 @@ def train(
     from symfw.core.training import run_training
 
     reg = registry_with(registry)
-    settings = make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context, reg)
+    settings = make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context, reg, compile_)
     dev = check_device(device)
     mode = check_vectorize(vectorize)
     set_threads(threads)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +76,9 @@ class Checkpoint:
 
     # -- files ---------------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
-        record = {"format": FORMAT, "version": VERSION, "checksum": self.checksum(), **asdict(self)}
+        # the fields as they are (``asdict`` would deep-copy every tensor and the whole history)
+        record = {"format": FORMAT, "version": VERSION, "checksum": self.checksum(),
+                  **{f.name: getattr(self, f.name) for f in fields(self)}}
         atomic_write(Path(path), lambda tmp: torch.save(record, tmp))
 
     @classmethod

@@ -231,6 +231,9 @@ def _global_moments(x: torch.Tensor, m: torch.Tensor, dims: tuple[int, ...]) -> 
 class SyncMaskedBatchNorm(MaskedBatchNorm):
     """:class:`MaskedBatchNorm` whose training statistics cover the real particles of every rank."""
 
+    def local_statistics(self) -> bool:
+        return not _syncing(self)
+
     def moments(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return _global_moments(x, m, (0, 1)) if _syncing(self) else super().moments(x, m)
 

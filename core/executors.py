@@ -130,7 +130,7 @@ def run_task(
         job = EnsembleJob(
             spec=task.spec, split=task.split.with_fraction(task.fraction), seeds=[seeds[m] for m in task.members],
             device=device, vectorize=task.vectorize, train_pt_max=task.settings.train_pt_max, registry=registry,
-            cut_context=task.settings.cut_context, matched=task.matched,
+            cut_context=task.settings.cut_context, matched=task.matched, compile=task.settings.compile,
         )
         tensors = Tensors.from_data(data, make_task(task.spec, registry), device, task.dtype)
         done = train_ensemble(job, tensors, directory, resume=True, on_epoch=on_epoch, parallel=parallel)

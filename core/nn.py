@@ -11,6 +11,7 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -52,6 +53,11 @@ class SharedStatistics:
         if self.stats_mode == "record":
             self.recorded = (mean, var)
 
+    def local_statistics(self) -> bool:
+        """Whether the batch statistics are this batch's own (not, e.g., every rank's): torch's
+        fused batch norm may then do the pass."""
+        return True
+
 
 def _update_running(norm: nn.Module, mean: torch.Tensor, var: torch.Tensor, count: torch.Tensor) -> None:
     """Move the running averages as ``torch.nn.BatchNorm1d`` does (unbiased running variance)."""
@@ -67,20 +73,24 @@ def _update_running(norm: nn.Module, mean: torch.Tensor, var: torch.Tensor, coun
 
 class BatchNorm1d(SharedStatistics, nn.BatchNorm1d):
     """``nn.BatchNorm1d`` on (B, C) or (B, C, L) inputs that can share its batch statistics
-    (:class:`SharedStatistics`); otherwise exactly torch's."""
+    (:class:`SharedStatistics`); otherwise exactly torch's.
+
+    With this batch's own statistics (:meth:`local_statistics`) the pass is torch's fused batch
+    norm; recording adds the mean and biased variance it normalised with (differentiable, so a
+    penalty pass reusing them sends its gradient through them as well).
+    """
 
     def moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, biased variance and count per channel of the batch."""
         flat = x if x.dim() == 2 else x.transpose(1, 2).reshape(-1, x.shape[1])
         count = torch.tensor(float(flat.shape[0]), dtype=x.dtype, device=x.device)
-        return flat.mean(0), flat.var(0, unbiased=False), count
-
-    def local_statistics(self) -> bool:
-        """Whether :meth:`moments` is this batch's own (torch's batch norm then does the pass)."""
-        return True
+        mean = flat.mean(0)
+        return mean, (flat - mean).square().mean(0), count
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.stats_mode is None and self.local_statistics():
+        if not self.training or self.stats_mode != "reuse" and self.local_statistics():
+            if self.training and self.stats_mode == "record":
+                self._record(*self.moments(x)[:2])
             return super().forward(x)
         if self.stats_mode == "reuse":
             mean, var = self._reused()
@@ -90,8 +100,8 @@ class BatchNorm1d(SharedStatistics, nn.BatchNorm1d):
                 _update_running(self, mean, var, count)
             self._record(mean, var)
         shape = (1, -1) + (1,) * (x.dim() - 2)  # the channel axis is 1
-        out = (x - mean.reshape(shape)) / torch.sqrt(var.reshape(shape) + self.eps)
-        return out * self.weight.reshape(shape) + self.bias.reshape(shape) if self.affine else out
+        out = (x - mean.reshape(shape)) * torch.rsqrt(var.reshape(shape) + self.eps)
+        return torch.addcmul(self.bias.reshape(shape), out, self.weight.reshape(shape)) if self.affine else out
 
 
 def share_statistics(module: nn.Module) -> nn.Module:
@@ -119,6 +129,10 @@ class MaskedBatchNorm(SharedStatistics, nn.Module):
     Running statistics follow ``torch.nn.BatchNorm1d`` (momentum 0.1, unbiased running var);
     as there, setting ``track_running_stats = False`` normalises with the batch statistics
     without updating the running ones. Shares its statistics as :class:`SharedStatistics`.
+
+    A training pass on a batch whose particles are all real is torch's fused batch norm over the
+    B·N rows — the same statistics — when that can be seen without waiting for a device: on the
+    CPU, outside ``vmap`` and compilation (:meth:`all_real`).
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
@@ -132,23 +146,55 @@ class MaskedBatchNorm(SharedStatistics, nn.Module):
 
     def moments(self, x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, biased variance and count over the real particles (``m`` = mask as 0/1, (B, N, 1))."""
+        return self._moments(x, m)[:3]
+
+    @staticmethod
+    def _moments(x: torch.Tensor, m: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """:meth:`moments` and the centred input (x − mean)·m."""
         count = m.sum((0, 1)).clamp_min(1.0)
         mean = (x * m).sum((0, 1)) / count
-        var = (((x - mean) ** 2) * m).sum((0, 1)) / count
-        return mean, var, count
+        centred = (x - mean) * m
+        return mean, (centred * centred).sum((0, 1)) / count, count, centred
+
+    def all_real(self, mask: torch.Tensor) -> bool:
+        """Whether this pass may normalise as torch's batch norm: every particle real, seen on the
+        CPU outside vmap and compilation, and the statistics this batch's own."""
+        if mask.device.type != "cpu" or not self.local_statistics():
+            return False
+        if torch.compiler.is_compiling():
+            return False
+        try:
+            return bool(mask.all())
+        except RuntimeError:  # under vmap a tensor cannot steer Python
+            return False
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.training and self.stats_mode != "reuse" and self.all_real(mask):
+            flat = x.reshape(-1, x.shape[-1])
+            if self.stats_mode == "record":
+                mean = flat.mean(0)
+                self._record(mean, (flat - mean).square().mean(0))
+            track = self.track_running_stats
+            return F.batch_norm(flat, self.running_mean if track else None, self.running_var if track else None,
+                                self.weight, self.bias, True, self.momentum, self.eps).view_as(x)
         m = mask.unsqueeze(-1).to(x.dtype)
         if self.training and self.stats_mode == "reuse":
             mean, var = self._reused()
+            centred = (x - mean) * m
         elif self.training or not self.track_running_stats:
-            mean, var, count = self.moments(x, m)
+            if self.local_statistics():
+                mean, var, count, centred = self._moments(x, m)
+            else:  # a subclass's statistics (data-parallel: over every rank's particles)
+                mean, var, count = self.moments(x, m)
+                centred = (x - mean) * m
             if self.training and self.track_running_stats:
                 _update_running(self, mean, var, count)
             self._record(mean, var)
         else:
             mean, var = self.running_mean, self.running_var
-        return ((x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias) * m
+            centred = (x - mean) * m
+        # ((x − mean)/√(var + ε)·w + b)·m, in as few passes over (B, N, F) as the arithmetic allows
+        return torch.addcmul(self.bias, centred, torch.rsqrt(var + self.eps) * self.weight) * m
 
 
 class SharedBatchStatistics:
@@ -208,7 +254,14 @@ def shared_batch_statistics(module: nn.Module) -> Iterator[SharedBatchStatistics
 
 
 class ParticleMLP(nn.Module):
-    """The same MLP applied to every particle of (B, N, F) inputs, masked batch norm."""
+    """The same MLP applied to every particle of (B, N, F) inputs, masked batch norm; padded
+    particles give zeros.
+
+    When some particles are padded and that can be seen without waiting for a device (on the
+    CPU, outside vmap and compilation: :meth:`real_rows`), only the real particles are computed:
+    they are packed into one batch of rows, whose batch norm is torch's fused one, and the
+    results put back in place — the same function, at the cost of the real particles alone.
+    """
 
     def __init__(
         self, in_features: int, hidden: Sequence[int], out_features: int, batchnorm: bool = True
@@ -224,12 +277,36 @@ class ParticleMLP(nn.Module):
             width = size
         self.out = nn.Linear(width, out_features)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def real_rows(mask: torch.Tensor) -> torch.Tensor | None:
+        """The indices of the real particles in the flattened (B·N) batch, when some are padded
+        (at least two real) and the mask is on the CPU outside vmap and compilation; else None."""
+        if mask.device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        flat = mask.reshape(-1)
+        try:
+            real = int(flat.sum())
+        except RuntimeError:  # under vmap a tensor cannot steer Python
+            return None
+        if real < 2 or real == flat.numel():
+            return None
+        return flat.nonzero().squeeze(1)
+
+    def _layers(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         for linear, norm in zip(self.linears, self.norms):
             x = linear(x)
             x = norm(x, mask) if isinstance(norm, MaskedBatchNorm) else x
             x = torch.relu(x)
-        return self.out(x) * mask.unsqueeze(-1).to(x.dtype)
+        return self.out(x)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        rows = self.real_rows(mask)
+        if rows is None:
+            return self._layers(x, mask) * mask.unsqueeze(-1).to(x.dtype)
+        b, n = mask.shape
+        packed = x.reshape(b * n, -1).index_select(0, rows).unsqueeze(0)  # (1, R, F): the real particles
+        out = self._layers(packed, mask.new_ones(1, rows.numel())).squeeze(0)
+        return out.new_zeros(b * n, out.shape[-1]).index_copy(0, rows, out).view(b, n, -1)
 
 
 def hidden_neurons(module: nn.Module) -> int:

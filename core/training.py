@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.adamw import adamw as functional_adamw
 
 from . import metrics as M
 from .checkpoint import Checkpoint
@@ -72,7 +74,9 @@ class RunSettings:
     order. ``train_pt_max`` restricts training and validation to events whose breaking
     variable — that of the context ``cut_context``, leading-particle pT by default — is below
     it (the extrapolation protocol); the test split keeps every event. ``matched_init``: the
-    compared specs start as one function (:mod:`symfw.core.matching`; ``compare --matched-init``).
+    compared specs start as one function (:mod:`symfw.core.matching`; ``compare --matched-init``). ``compile``: run the
+    training step through ``torch.compile`` (True), eagerly (False), or where that pays (None,
+    :func:`compile_by_default`); compiled float32 steps round differently in the last bits.
     """
 
     data: str = "zmumu"
@@ -84,6 +88,7 @@ class RunSettings:
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     cut_context: str = "leading-pt"
     matched_init: bool = False
+    compile: bool | None = None
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -101,6 +106,8 @@ class RunSettings:
             raise UsageError(f"events must be >= 1, got {self.events}")
         if self.train_pt_max is not None and not (self.train_pt_max > 0 and math.isfinite(self.train_pt_max)):
             raise UsageError(f"train_pt_max must be a positive number of GeV, got {self.train_pt_max:g}")
+        if self.compile not in (None, True, False):
+            raise UsageError(f"compile must be true, false or unset (where it pays), got {self.compile!r}")
 
     @classmethod
     def from_record(cls, record: dict[str, Any], origin: str = "run.json") -> "RunSettings":
@@ -368,6 +375,7 @@ class EnsembleJob:
     registry: Any = None
     cut_context: str = "leading-pt"
     matched: Any = None  # a MatchedInit (symfw.core.matching): start as the compared models' common function
+    compile: bool | None = None  # RunSettings.compile
 
 
 def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
@@ -378,12 +386,195 @@ def batches(n: int, batch_size: int) -> list[tuple[int, int]]:
     return out
 
 
-def adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW, with the fused kernel where the device supports it (same update, fewer passes)."""
+def adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float,
+          layout: tuple[Sequence[torch.Size], int] | None = None) -> "FlatAdamW":
+    """AdamW over ``params`` (the ensemble's :meth:`~symfw.core.ensemble.Ensemble.parameters`,
+    its state laid out as ``layout`` = :meth:`~symfw.core.ensemble.Ensemble.parameter_layout`):
+    :class:`FlatAdamW`."""
+    shapes, per_entry = layout if layout is not None else (None, 1)
+    return FlatAdamW(params, lr=lr, weight_decay=weight_decay, layout=shapes, per_entry=per_entry)
+
+
+def _torch_adamw(params: Sequence[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """torch's AdamW, with the fused kernel where the device supports it (same update, fewer passes)."""
     try:
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, ValueError):
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
+def _memory_order(t: torch.Tensor) -> list[int] | None:
+    """The dims of ``t`` from outermost to innermost in memory (``t.permute(order)`` is
+    contiguous), or None when ``t`` does not cover its memory densely."""
+    order = sorted(range(t.dim()), key=lambda d: (-t.stride(d), -t.shape[d]))
+    return order if t.permute(order).is_contiguous() else None
+
+
+HYPERPARAMETERS = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")  # of a saved AdamW state
+
+
+class FlatAdamW:
+    """AdamW on one flat tensor holding every parameter: one fused update per step instead of one
+    per parameter tensor, through torch's functional AdamW (the arithmetic of
+    ``torch.optim.AdamW``, element by element, without its per-step bookkeeping).
+
+    The parameters become views of the flat tensor (their identity, shapes, strides and values
+    are kept), so the update reaches them; each step their gradients are gathered into one flat
+    gradient. Whether to step the flat tensor is decided at the first step, before any state
+    exists: when a parameter has no gradient then (unused by the loss), or the parameters differ
+    in dtype or device, torch's ``AdamW`` steps them one by one, skipping parameters without a
+    gradient as torch does. ``state_dict`` has the per-tensor layout of ``torch.optim.AdamW``
+    either way, with one entry per ``per_entry`` consecutive parameters (an ensemble's members
+    of one parameter), its tensors stacked and shaped as ``layout`` says (the parameters' shapes
+    by default), so checkpoints hold torch's optimiser state of the stacked parameters (and
+    :meth:`~symfw.core.checkpoint.Checkpoint.merge` stacks it by member).
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], lr: float, weight_decay: float,
+                 layout: Sequence[torch.Size] | None = None, per_entry: int = 1):
+        self.params = list(params)
+        self.per_entry = per_entry
+        if len(self.params) % per_entry:
+            raise ValueError(f"{len(self.params)} parameters do not make entries of {per_entry}")
+        shapes = [torch.Size((per_entry, *p.shape)) if per_entry > 1 else p.shape for p in self.params[::per_entry]]
+        self.layout = [torch.Size(s) for s in layout] if layout is not None else shapes
+        reference = _torch_adamw([torch.zeros(1, device=self.params[0].device)], lr, weight_decay)
+        self.group = {k: v for k, v in reference.param_groups[0].items() if k != "params"}  # torch's defaults
+        self.inner: torch.optim.AdamW | None = None  # per-tensor mode: torch's optimiser
+        self.state: dict[str, torch.Tensor] | None = None  # flat mode: step, exp_avg, exp_avg_sq
+        self.pending: dict[str, Any] | None = None  # a state loaded before the first step
+        self.flat: torch.Tensor | None = None
+        first = self.params[0]
+        self.orders = [_memory_order(p) for p in self.params]  # each parameter's dims, outermost first
+        self.identity = [o == list(range(len(o))) if o is not None else False for o in self.orders]
+        if all(p.dtype == first.dtype and p.device == first.device for p in self.params) and None not in self.orders:
+            with torch.no_grad():
+                self.flat = torch.cat([self._flat(p, i) for i, p in enumerate(self.params)])
+                for i, p in enumerate(self.params):  # a view of the flat tensor with p's own strides
+                    p.data = self._piece(self.flat, i)
+        self.flat_steps = False  # whether the flat tensor is what is stepped (decided at the first step)
+
+    def _flat(self, t: torch.Tensor, i: int) -> torch.Tensor:
+        """``t`` (parameter i's shape) as 1-D in parameter i's memory order (a view when the layouts agree)."""
+        return t.reshape(-1) if self.identity[i] else t.permute(self.orders[i]).reshape(-1)
+
+    def _like(self, t: torch.Tensor, i: int) -> torch.Tensor:
+        """A copy of ``t`` (parameter i's shape) with parameter i's strides."""
+        p = self.params[i]
+        return torch.empty_strided(p.shape, p.stride(), dtype=t.dtype, device=p.device).copy_(t)
+
+    def _piece(self, flat: torch.Tensor, i: int) -> torch.Tensor:
+        """Parameter i's part of a flat tensor, shaped and strided as parameter i."""
+        p, order = self.params[i], self.orders[i]
+        offset = sum(q.numel() for q in self.params[:i])
+        chunk = flat[offset : offset + p.numel()].view([p.shape[d] for d in order])
+        return chunk.permute([order.index(d) for d in range(p.dim())])
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """torch's optimiser interface to the hyperparameters (the schedule sets ``lr`` each epoch)."""
+        return [self.group] if self.inner is None else self.inner.param_groups
+
+    def _start(self) -> None:
+        lr = self.group["lr"]  # as set for this epoch; a loaded state must not bring back the saved one
+        per = self.pending["state"] if self.pending is not None else {}
+        self.flat_steps = (
+            self.flat is not None
+            and all(p.grad is not None for p in self.params)
+            and (not per or len({float(s["step"]) for s in per.values()}) == 1)
+        )
+        if self.flat_steps:
+            self.state = self._fresh_state()
+        else:
+            self.inner = _torch_adamw(self.params, self.group["lr"], self.group["weight_decay"])
+        if self.pending is not None:
+            self._load(self.pending)
+            self.pending = None
+        for group in self.param_groups:
+            group["lr"] = lr
+
+    def _fresh_state(self) -> dict[str, torch.Tensor]:
+        fused = self.group.get("fused") or self.group.get("capturable")
+        step = torch.zeros((), dtype=torch.float32, device=self.flat.device if fused else "cpu")
+        return {"step": step, "exp_avg": torch.zeros_like(self.flat), "exp_avg_sq": torch.zeros_like(self.flat)}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        if self.inner is None and self.state is None:
+            self._start()
+        if not self.flat_steps:
+            self.inner.step()
+            return
+        grad = torch.cat([self._flat(p.grad if p.grad is not None else torch.zeros_like(p), i)
+                          for i, p in enumerate(self.params)])
+        g, st = self.group, self.state
+        functional_adamw(
+            [self.flat], [grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]],
+            foreach=g.get("foreach"), capturable=bool(g.get("capturable")), differentiable=False, fused=g.get("fused"),
+            amsgrad=g["amsgrad"], beta1=g["betas"][0], beta2=g["betas"][1], lr=g["lr"],
+            weight_decay=g["weight_decay"], eps=g["eps"], maximize=g["maximize"],
+        )
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    # -- state: torch.optim.AdamW's per-tensor layout ----------------------------------------------
+    def _entry(self, parts: Sequence[torch.Tensor], i: int) -> torch.Tensor:
+        """Entry i of the state from its parameters' tensors (stacked, shaped as the layout)."""
+        return (torch.stack(list(parts)) if self.per_entry > 1 else parts[0]).reshape(self.layout[i])
+
+    def _parts(self, entry: torch.Tensor, i: int) -> list[torch.Tensor]:
+        """Entry i's tensor split into its parameters' tensors (each shaped as its parameter)."""
+        members = self.params[i * self.per_entry : (i + 1) * self.per_entry]
+        stacked = entry.reshape(len(members), *members[0].shape)
+        return [stacked[j] for j in range(len(members))]
+
+    def state_dict(self) -> dict[str, Any]:
+        group = {**(self.group if self.inner is None else self.inner.param_groups[0]),
+                 "params": list(range(len(self.layout)))}
+        if self.inner is None and self.state is None:
+            return self.pending if self.pending is not None else {"state": {}, "param_groups": [group]}
+        n = self.per_entry
+        if not self.flat_steps:
+            state = self.inner.state_dict()["state"]
+            complete = [i for i in range(len(self.layout)) if all(i * n + j in state for j in range(n))]
+            per = {i: {k: self._entry([state[i * n + j][k] for j in range(n)], i).contiguous() if v.dim() else v
+                       for k, v in state[i * n].items()} for i in complete}  # never stepped: no entry, as in torch
+            return {"state": per, "param_groups": [group]}
+        contiguous = lambda t: t.clone(memory_format=torch.contiguous_format)  # noqa: E731 - a snapshot, not views
+        per = {i: {k: contiguous(self._entry([self._piece(v, i * n + j) for j in range(n)], i)) if v.dim()
+                   else v.clone() for k, v in self.state.items()} for i in range(len(self.layout))}
+        return {"state": per, "param_groups": [group]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.inner is None and self.state is None:  # applied at the first step, once the mode is known
+            self.pending = {"state": {i: {k: v.clone() for k, v in st.items()} for i, st in state["state"].items()},
+                            "param_groups": [dict(g) for g in state["param_groups"]]}
+        else:
+            self._load(state)
+
+    def _load(self, state: dict[str, Any]) -> None:
+        per, n = state["state"], self.per_entry
+        if not self.flat_steps:
+            tensors = {}
+            for i, st in per.items():  # each state tensor laid out as its parameter (torch's kernels assume it)
+                split = {k: [self._like(part, i * n + j) for j, part in enumerate(self._parts(v, i))] if v.dim()
+                         else [v.clone() for _ in range(n)] for k, v in st.items()}
+                tensors.update({i * n + j: {k: parts[j] for k, parts in split.items()} for j in range(n)})
+            group = {**state["param_groups"][0], "params": list(range(len(self.params)))}
+            self.inner.load_state_dict({"state": tensors, "param_groups": [group]})
+            return
+        self.group.update({k: v for k, v in state["param_groups"][0].items() if k in HYPERPARAMETERS})
+        if not per:
+            return
+        fresh = self._fresh_state()
+        self.state = {
+            k: v.to(fresh[k]) if k == "step"
+            else torch.cat([self._flat(part, i * n + j) for i in range(len(self.layout))
+                            for j, part in enumerate(self._parts(per[i][k], i))]).to(self.flat)
+            for k, v in per[0].items()
+        }
 
 
 def batch_order(train_idx: torch.Tensor, seeds: Sequence[int], epoch: int, device) -> torch.Tensor:
@@ -455,17 +646,46 @@ class VectorizedStepper(Stepper):
     mode = "vectorized"
 
 
+def sequential_planned(job: EnsembleJob) -> bool:
+    """Whether the members will train one after the other (:func:`local_stepper`), each then a
+    module of its own (``Ensemble(direct=True)``)."""
+    return job.vectorize == "no" or job.vectorize == "auto" and (len(job.seeds) == 1 or job.device.type == "cpu")
+
+
 def local_stepper(ens: Ensemble, job: EnsembleJob, probe: Callable[[], Batch], terms: Sequence[PenaltyTerm]) -> Stepper:
-    """Vectorised when asked, or (auto) when there are several members and one vmapped step works."""
+    """Vectorised when asked, or (auto) on a GPU when there are several members and one vmapped
+    step works. On a CPU the members train one after the other, each a module of its own: 1.2×
+    the member-events/s of one vmapped step (benchmarks/bench_training.py), whose M-fold
+    tensors fall out of the caches."""
     if job.vectorize == "no":
         return SequentialStepper(ens, "requested")
     if job.vectorize == "auto" and len(job.seeds) == 1:
         return SequentialStepper(ens, "one member")
-    if job.vectorize == "auto":
-        reason = ens.probe_vectorized(probe(), terms)
-        if reason is not None:
-            return SequentialStepper(ens, f"vmap failed: {reason}")
+    if job.vectorize == "auto" and job.device.type == "cpu":
+        return SequentialStepper(ens, "several members on a CPU: one after the other (faster than vmap there)")
+    reason = ens.probe_vectorized(probe(), terms)  # also lays the parameters out as their gradients
+    if reason is not None and job.vectorize == "auto":
+        return SequentialStepper(ens, f"vmap failed: {reason}")
     return VectorizedStepper(ens)
+
+
+def compile_by_default(device: torch.device, vectorized: bool) -> bool:
+    """Whether ``compile = None`` compiles the step: where ``benchmarks/bench_training.py``
+    measured that it pays, compilation included (docs/performance.md)."""
+    return False
+
+
+def compile_step(stepper: Stepper, job: EnsembleJob, probe: Callable[[], Batch], penalties: Sequence) -> None:
+    """Compile the stepper's step when ``job.compile`` asks for it (not with penalties, which
+    run eagerly); a step that does not compile stays eager, with a warning naming why."""
+    vectorized = stepper.mode == "vectorized"
+    wanted = compile_by_default(job.device, vectorized) if job.compile is None else job.compile
+    if not wanted or penalties:
+        return
+    reason = stepper.ens.compile_step(probe(), vectorized)
+    if reason is not None:
+        warnings.warn(f"spec '{job.spec.name}': the training step did not compile, it runs eagerly ({reason})",
+                      stacklevel=2)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -488,7 +708,8 @@ def train_epoch(
         loss, pen = stepper.step(augment(batch) if augment else batch, terms)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        totals += torch.stack([loss, pen]).double() * (stop - start)
+        totals[0].add_(loss, alpha=stop - start)
+        totals[1].add_(pen, alpha=stop - start)
         count += stop - start
     return stepper.reduce(totals) / count
 
@@ -537,9 +758,11 @@ def train_ensemble(
         def init(seed: int) -> dict[str, torch.Tensor]:
             return matched_state(job.matched, seed, probe_p4, probe_mask, registry)
 
-    ens = Ensemble(spec, job.seeds, device=device, registry=registry, dtype=tensors.dtype, task=task,
-                   output_affine=affine, init=init)
-    opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    def build(direct: bool) -> Ensemble:
+        return Ensemble(spec, job.seeds, device=device, registry=registry, dtype=tensors.dtype, task=task,
+                        output_affine=affine, init=init, direct=direct)
+
+    ens = build(parallel is None and sequential_planned(job))
     penalties = penalty_terms(spec, ens.base.group, registry)
     augment = augmenter(spec, registry)
 
@@ -555,8 +778,6 @@ def train_ensemble(
             return tensors.batch(batch_order(train_idx, job.seeds, 0, device)[:, : cfg.batch_size])
 
         stepper = local_stepper(ens, job, probe, [PenaltyTerm(r.name, p, 1.0) for r, p in penalties])
-    ens.vectorize = stepper.mode == "vectorized"
-    steps = stepper.steps(len(train_idx), cfg.batch_size)
 
     def load() -> Checkpoint | None:
         if directory is None or not resume or not directory.has_checkpoint:
@@ -564,20 +785,25 @@ def train_ensemble(
         return Checkpoint.load(directory.checkpoint_path, ens.member_shapes(), device)
 
     ckpt = stepper.on_main(load)  # the loop's whole state: updated every epoch, saved as it is
+    if ckpt is not None and ckpt.seeds != list(job.seeds):
+        raise UsageError(f"{directory.root}: the checkpoint holds other members; remove it to restart")
+    if parallel is None and ckpt is not None and ckpt.mode in ("vectorized", "sequential") and ckpt.mode != stepper.mode:
+        ens = build(ckpt.mode == "sequential")  # resumed as it started, so the run ends as an uninterrupted one
+        stepper = (VectorizedStepper if ckpt.mode == "vectorized" else SequentialStepper)(ens, ckpt.mode_reason)
+    ens.vectorize = stepper.mode == "vectorized"
+    steps = stepper.steps(len(train_idx), cfg.batch_size)
+    opt = adamw(ens.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, layout=ens.parameter_layout())
     if ckpt is not None:
-        if ckpt.seeds != list(job.seeds):
-            raise UsageError(f"{directory.root}: the checkpoint holds other members; remove it to restart")
         ens.load_state((ckpt.params, ckpt.buffers))
         opt.load_state_dict(ckpt.optimizer)
         if stepper.is_main and directory is not None:
             directory.write_metrics(ckpt.history)  # a kill between the checkpoint and this file loses nothing
-        if parallel is None and ckpt.mode in ("vectorized", "sequential") and ckpt.mode != stepper.mode:
-            stepper = (VectorizedStepper if ckpt.mode == "vectorized" else SequentialStepper)(ens, ckpt.mode_reason)
-            ens.vectorize = stepper.mode == "vectorized"
     else:
         (params, buffers), best = ens.state(), ens.state()
         ckpt = Checkpoint(0, list(job.seeds), params, buffers, opt.state_dict(), *best, [None] * len(ens), [0] * len(ens))
     ckpt.mode, ckpt.mode_reason = stepper.mode, stepper.reason
+    if parallel is None:
+        compile_step(stepper, job, probe, penalties)
 
     rng_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
@@ -687,6 +913,7 @@ def final_results(job, task, ens, tensors, ckpt: Checkpoint, world_size: int = 1
         "weight_decay": job.spec.training.weight_decay,
         "mode": ckpt.mode,
         "mode_reason": ckpt.mode_reason,
+        "compiled": ens.compiled,
         "world_size": world_size,
         "device": str(device),
         "parameters": ens.n_parameters,

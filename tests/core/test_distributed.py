@@ -8,9 +8,14 @@ environment torchrun would set). Tolerances, for 2 ranks × 3 epochs on 600 toy 
 
 - float64: every epoch's training loss and validation AUC, and the final test AUC, agree with
   the single-process run of the same global batch size to 1e-9 (measured: ≤ 2e-16);
-- float32: training losses agree to 1e-5 relative (measured ≤ 4e-6); AUCs of these barely
-  trained models to 0.03 (measured ≤ 0.011; rounding differences of float32 sums grow over
-  steps as between two machines — the spread between seeds is 0.07).
+- float32: training losses agree to 2e-3 relative, the last epoch's validation AUCs and the final
+  test AUCs to 0.03. One process normalises with torch's fused batch norm, the ranks with their
+  synchronised statistics: the two round differently from the first step, and training amplifies
+  it as between two machines. Measured: one member's losses differ by up to 7e-4 relative (the
+  same between two single-process runs that differ only in their batch-norm kernels), the other's
+  by 3e-7; AUCs of the last epoch by ≤ 0.021. The AUCs of the first epochs, of models barely better
+  than chance, are not compared: rounding alone moves them by up to 0.05 — the spread between
+  seeds is 0.07.
 """
 
 import json
@@ -154,8 +159,8 @@ def test_penalised_training_on_two_ranks_agrees_with_one_process_float64(two_ran
 def test_two_ranks_agree_with_one_process_float32_within_the_stated_tolerance(two_ranks):
     _, _, values = two_ranks
     (loss_a, auc_a, test_a), (loss_b, auc_b, test_b) = curves(values[0]["f32"]), curves(single(torch.float32))
-    torch.testing.assert_close(torch.tensor(loss_a), torch.tensor(loss_b), rtol=1e-5, atol=0)
-    for a, b in zip(sum(auc_a, []) + test_a, sum(auc_b, []) + test_b):
+    torch.testing.assert_close(torch.tensor(loss_a), torch.tensor(loss_b), rtol=2e-3, atol=0)
+    for a, b in zip(auc_a[-1] + test_a, auc_b[-1] + test_b):
         assert abs(a - b) < 0.03
 
 
