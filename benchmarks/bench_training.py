@@ -18,7 +18,9 @@ validation pass**; events/s counts training events per second of epoch. Variants
   defaults, and one no-grad pass over the validation split with its weighted AUC per epoch;
 - ``symfw``: :func:`symfw.core.training.train_ensemble` as ``symfw train`` runs it (validation
   metrics, best-epoch snapshot, checkpoint and metrics written every epoch), one member;
-- ``symfw xM``: M members trained together (vmapped where possible), member-events/s;
+- ``symfw xM``: M members trained together as ``symfw train --seeds M`` does (on a CPU one after
+  the other, each a module of its own), member-events/s; ``symfw xM vmap``: the same vmapped
+  (``--vectorize yes``);
 - with ``--compile on`` or ``both``: the same with the compiled step (``--compile``).
 
 Within each repeat the variants run one after the other, ``--epochs`` epochs each (symfw
@@ -183,8 +185,9 @@ class Symfw:
     """``symfw train``'s loop: each stint resumes the run folder for ``epochs`` more epochs and
     times every epoch (the end of one epoch to the end of the next, everything included)."""
 
-    def __init__(self, spec, tensors, split, members: int, device, compile_: bool, root: Path):
+    def __init__(self, spec, tensors, split, members: int, device, compile_: bool, root: Path, vectorize="auto"):
         self.spec, self.tensors, self.split, self.device, self.compile = spec, tensors, split, device, compile_
+        self.vectorize = vectorize
         self.seeds = member_seeds(0, members)
         self.dir = FractionDir(root)
         self.done = 0
@@ -193,7 +196,8 @@ class Symfw:
     def stint(self, epochs: int) -> list[tuple[float, float]]:
         self.done += epochs
         spec = with_training_overrides(self.spec, epochs=self.done)
-        job = EnsembleJob(spec=spec, split=self.split, seeds=self.seeds, device=self.device, compile=self.compile)
+        job = EnsembleJob(spec=spec, split=self.split, seeds=self.seeds, device=self.device, compile=self.compile,
+                          vectorize=self.vectorize)
         ends: list[tuple[float, float]] = []
 
         def on_epoch(_record):
@@ -268,6 +272,7 @@ def main() -> None:
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="symfw's step eager (off), compiled (on), or both side by side")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-vmap", action="store_true", help="leave out the vmapped ensemble")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     args = parser.parse_args()
     if args.epochs < 2:
@@ -296,6 +301,9 @@ def main() -> None:
             tag = " compiled" if c else ""
             variants[f"symfw{tag}"] = Symfw(spec, tensors, split, 1, device, c, Path(tmp.name) / f"{preset}-1{tag}")
             variants[f"symfw x{m}{tag}"] = Symfw(spec, tensors, split, m, device, c, Path(tmp.name) / f"{preset}-{m}{tag}")
+            if not args.no_vmap:
+                variants[f"symfw x{m} vmap{tag}"] = Symfw(spec, tensors, split, m, device, c,
+                                                          Path(tmp.name) / f"{preset}-{m}v{tag}", vectorize="yes")
         samples: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
         for _ in range(args.repeats):
             for name, v in variants.items():

@@ -649,20 +649,17 @@ class VectorizedStepper(Stepper):
 def sequential_planned(job: EnsembleJob) -> bool:
     """Whether the members will train one after the other (:func:`local_stepper`), each then a
     module of its own (``Ensemble(direct=True)``)."""
-    return job.vectorize == "no" or job.vectorize == "auto" and (len(job.seeds) == 1 or job.device.type == "cpu")
+    return job.vectorize == "no" or job.vectorize == "auto" and len(job.seeds) == 1
 
 
 def local_stepper(ens: Ensemble, job: EnsembleJob, probe: Callable[[], Batch], terms: Sequence[PenaltyTerm]) -> Stepper:
-    """Vectorised when asked, or (auto) on a GPU when there are several members and one vmapped
-    step works. On a CPU the members train one after the other, each a module of its own: 1.2×
-    the member-events/s of one vmapped step (benchmarks/bench_training.py), whose M-fold
-    tensors fall out of the caches."""
+    """Vectorised when asked, or (auto) when there are several members and one vmapped step
+    works. (On one CPU thread the two are within 10 % of each other, either way round depending
+    on the model: benchmarks/bench_training.py.)"""
     if job.vectorize == "no":
         return SequentialStepper(ens, "requested")
     if job.vectorize == "auto" and len(job.seeds) == 1:
         return SequentialStepper(ens, "one member")
-    if job.vectorize == "auto" and job.device.type == "cpu":
-        return SequentialStepper(ens, "several members on a CPU: one after the other (faster than vmap there)")
     reason = ens.probe_vectorized(probe(), terms)  # also lays the parameters out as their gradients
     if reason is not None and job.vectorize == "auto":
         return SequentialStepper(ens, f"vmap failed: {reason}")

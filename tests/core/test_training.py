@@ -329,14 +329,15 @@ def test_flat_adamw_keeps_torchs_per_tensor_update_when_a_parameter_has_no_gradi
 # --------------------------------------------------------------------------- how members train
 
 
-def test_several_members_on_a_cpu_train_one_after_the_other_as_modules_of_their_own(toy, tmp_path):
-    # auto on a CPU: each member a module of its own (no functional call), and a run started
-    # vmapped resumes vmapped, so it ends exactly as the uninterrupted one
+def test_members_one_after_the_other_are_modules_of_their_own_and_resume_as_they_started(toy, tmp_path):
+    # --vectorize no: each member a module of its own (no functional call), the same numbers as
+    # vmapped; a run started vmapped resumes vmapped (whatever is asked), so it ends exactly as
+    # the uninterrupted one
     spec, settings = small("hybrid", epochs=2), RunSettings(data="toy", seeds=2)
-    auto = run_training(spec, toy, settings, dtype=torch.float64)["fractions"][0]
-    assert auto["mode"] == "sequential" and "on a CPU" in auto["mode_reason"]
+    one_by_one = run_training(spec, toy, settings, vectorize="no", dtype=torch.float64)["fractions"][0]
+    assert one_by_one["mode"] == "sequential"
     vmapped = run_training(spec, toy, settings, tmp_path / "full", vectorize="yes", dtype=torch.float64)
-    np.testing.assert_allclose(auto["curves"]["loss"], vmapped["fractions"][0]["curves"]["loss"], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(one_by_one["curves"]["loss"], vmapped["fractions"][0]["curves"]["loss"], rtol=0, atol=1e-9)
 
     class Killed(Exception):
         pass
@@ -347,7 +348,7 @@ def test_several_members_on_a_cpu_train_one_after_the_other_as_modules_of_their_
 
     with pytest.raises(Killed):
         run_training(spec, toy, settings, tmp_path / "cut", vectorize="yes", dtype=torch.float64, on_epoch=kill)
-    resumed = run_training(spec, toy, settings, tmp_path / "cut", resume=True, dtype=torch.float64)  # auto
+    resumed = run_training(spec, toy, settings, tmp_path / "cut", resume=True, vectorize="no", dtype=torch.float64)
     assert resumed["fractions"][0]["mode"] == "vectorized"
     strip = lambda r: {**r["fractions"][0], "train_time_s": 0}  # noqa: E731
     assert strip(resumed) == strip(vmapped)
