@@ -92,6 +92,15 @@ def _load_target(target: str, label: str | None, *, fraction: float, best: bool,
     return f"{spec.name} (untrained)", spec, [model], None
 
 
+def _load_binary(targets: list[str], why: str, **options) -> list:
+    """:func:`_load_target` for every target (compare folders expanded); a non-binary task is refused."""
+    loaded = [_load_target(t, label, **options) for t, label in _expand(targets)]
+    for label, spec, _, _ in loaded:
+        if spec.task.name != "binary":
+            raise UsageError(f"{label}: {why}; task {spec.task.name} has other outputs")
+    return loaded
+
+
 def _events(data: str | None, events: int, seed: int, settings: dict | None, reg, format: str | None = None):
     """The events to evaluate on: a run's held-out test split when the run's data is asked for
     (a large file streamed: only the events evaluated are read)."""
@@ -201,11 +210,8 @@ def invariance(
     grid = _floats(parameters, "--rapidities")
     names = [g.strip() for g in generators.split(",") if g.strip()] if generators else None
     reg = registry_with(registry)
-    loaded = [_load_target(t, label, fraction=fraction, best=best, seed=seed, reg=reg) for t, label in _expand(targets)]
-    for label, spec, _, _ in loaded:
-        if spec.task.name != "binary":
-            raise UsageError(f"{label}: diagnose invariance measures the change of one logit; "
-                             f"task {spec.task.name} has other outputs")
+    loaded = _load_binary(targets, "diagnose invariance measures the change of one logit",
+                          fraction=fraction, best=best, seed=seed, reg=reg)
     group = loaded[0][2][0].group
     n_rows = len(diagnostic_directions(group, names))  # unknown names: UsageError listing the known ones
     sample, where = _events(data, events, seed, loaded[0][3], reg, format)
@@ -299,10 +305,8 @@ def pt(
     _check_common(events, seed, out)
     grid = _floats(parameters, "--rapidities")
     reg = registry_with(registry)
-    loaded = [_load_target(t, label, fraction=fraction, best=best, seed=seed, reg=reg) for t, label in _expand(targets)]
-    for label, spec, _, _ in loaded:
-        if spec.task.name != "binary":
-            raise UsageError(f"{label}: diagnose pt measures a binary classifier's accuracy; task {spec.task.name}")
+    loaded = _load_binary(targets, "diagnose pt measures a binary classifier's accuracy",
+                          fraction=fraction, best=best, seed=seed, reg=reg)
     group = loaded[0][2][0].group
     if generator is not None:
         from symfw.core.diagnostics import diagnostic_directions
