@@ -83,7 +83,7 @@ class Training(Strict):
     """Optimisation settings (defaults from the hybrid paper: AdamW, wd 0.01, batch 128, 100 epochs)."""
 
     epochs: int = Field(100, ge=1)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int = Field(128, ge=2, description="events per step; at least 2, as batch norm needs two")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     schedule: Literal["constant", "cosine"] = Field(

@@ -28,7 +28,7 @@ from toy_events import one_thread, toy_events  # noqa: F401 - one_thread: autous
 
 import symfw
 from symfw.core import distributed as D
-from symfw.core.errors import SymfwError, UsageError
+from symfw.core.errors import SpecError, SymfwError, UsageError
 from symfw.testing import random_events
 from symfw.core.training import RunSettings, run_training, with_training_overrides
 
@@ -243,8 +243,13 @@ def test_bad_input_is_a_usage_error_on_every_rank(one_rank, tmp_path):
     ddp(small("pfn"), data, RunSettings(data="toy", fractions=(0.5,)), tmp_path / "r", info=one_rank)
     with pytest.raises(UsageError, match="already holds a run"):
         ddp(small("pfn"), data, RunSettings(data="toy"), tmp_path / "r", info=one_rank)
-    with pytest.raises(UsageError, match="batch_size 1 is too small"):
-        ddp(with_training_overrides(small("pfn"), batch_size=1), data, SETTINGS, info=one_rank)
+    with pytest.raises(SpecError, match="batch_size: Input should be greater than or equal to 2"):
+        with_training_overrides(small("pfn"), batch_size=1)
+    # each of W ranks needs two events of every batch
+    stepper = type("S", (), {"info": D.DistInfo(0, 2, 0, "gloo", torch.device("cpu"))})()
+    with pytest.raises(UsageError, match="batch_size 3 is too small for 2 rank"):
+        D.DataParallelStepper.steps(stepper, 64, 3)
+    assert D.DataParallelStepper.steps(stepper, 64, 4) == D.global_steps(64, 4, 2)
 
 
 def test_shards_cover_each_global_batch_once():
