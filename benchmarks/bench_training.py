@@ -18,9 +18,9 @@ validation pass**; events/s counts training events per second of epoch. Variants
   defaults, and one no-grad pass over the validation split with its weighted AUC per epoch;
 - ``symfw``: :func:`symfw.core.training.train_ensemble` as ``symfw train`` runs it (validation
   metrics, best-epoch snapshot, checkpoint and metrics written every epoch), one member;
-- ``symfw xM``: M members trained together as ``symfw train --seeds M`` does (on a CPU one after
-  the other, each a module of its own), member-events/s; ``symfw xM vmap``: the same vmapped
-  (``--vectorize yes``);
+- ``symfw xM``: M members trained together as ``symfw train --seeds M`` does (vmapped),
+  member-events/s; ``symfw xM seq``: the same one after the other, each a module of its own
+  (``--vectorize no``);
 - with ``--compile on`` or ``both``: the same with the compiled step (``--compile``).
 
 Within each repeat the variants run one after the other, ``--epochs`` epochs each (symfw
@@ -267,12 +267,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000, help="zmumu events (60 %% train, 20 %% validation)")
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per stint (the first is a warm-up)")
-    parser.add_argument("--repeats", type=int, default=2, help="stints per variant, interleaved")
+    parser.add_argument("--repeats", type=int, default=3, help="stints per variant, interleaved")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="symfw's step eager (off), compiled (on), or both side by side")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-vmap", action="store_true", help="leave out the vmapped ensemble")
+    parser.add_argument("--no-seq", action="store_true", help="leave out the ensemble trained one member at a time")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/performance.md alone")
     args = parser.parse_args()
     if args.epochs < 2:
@@ -301,9 +301,9 @@ def main() -> None:
             tag = " compiled" if c else ""
             variants[f"symfw{tag}"] = Symfw(spec, tensors, split, 1, device, c, Path(tmp.name) / f"{preset}-1{tag}")
             variants[f"symfw x{m}{tag}"] = Symfw(spec, tensors, split, m, device, c, Path(tmp.name) / f"{preset}-{m}{tag}")
-            if not args.no_vmap:
-                variants[f"symfw x{m} vmap{tag}"] = Symfw(spec, tensors, split, m, device, c,
-                                                          Path(tmp.name) / f"{preset}-{m}v{tag}", vectorize="yes")
+            if not args.no_seq:
+                variants[f"symfw x{m} seq{tag}"] = Symfw(spec, tensors, split, m, device, c,
+                                                         Path(tmp.name) / f"{preset}-{m}s{tag}", vectorize="no")
         samples: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
         for _ in range(args.repeats):
             for name, v in variants.items():

@@ -1,17 +1,21 @@
 """An ensemble of M models of one architecture, trained together.
 
-The members' parameters and buffers are stacked along a leading member axis
-(``torch.func.stack_module_state``); one stateless copy of the architecture on the ``meta``
-device runs them through ``torch.func.functional_call``. Two ways to run a training step:
+Two ways to hold and run the members:
 
-- **vectorised**: ``torch.func.vmap`` over the member axis — one batched forward/backward for
-  all members, each with its own batch of events;
-- **sequential** (the fallback): one member after the other, on views of the same stacked
-  tensors.
+- **stacked** (for a vectorised step): the members' parameters and buffers are stacked along a
+  leading member axis (``torch.func.stack_module_state``); one stateless copy of the
+  architecture on the ``meta`` device runs them through ``torch.func.functional_call``, and
+  ``torch.func.vmap`` over the member axis gives one batched forward/backward for all members,
+  each with its own batch of events (steps of the stacked ensemble may also run one member
+  after the other, on views of the stacked tensors: the fallback when vmap fails);
+- **direct** (``direct=True``, what the trainer uses for one member or ``--vectorize no``): every
+  member is a module of its own, run as it is — no functional call and no views per step; the
+  stacked tensors (:attr:`Ensemble.params`, :attr:`Ensemble.buffers`) are assembled from the
+  members for checkpoints and evaluation.
 
-Both paths compute the same per-member losses and gradients into the same stacked tensors, and
-one AdamW (an element-wise update) steps all members at once, so the two paths differ only by
-floating-point rounding of batched versus single matrix products. Tolerance (tested in
+Both compute the same per-member losses and gradients, and one AdamW (an element-wise update)
+steps all members at once, so they differ only by floating-point rounding of batched versus
+single matrix products. Tolerance (tested in
 ``tests/core/test_ensemble.py``): in float64 the per-member metrics of every epoch agree to
 1e-9; in float32 one step's gradients agree within 1e-5 of the largest gradient, and training
 amplifies such rounding differences over many steps as it does between two machines.
@@ -62,7 +66,8 @@ class Ensemble:
     (the spec's task by default); ``output_affine`` = (shift, scale) sets every member's output
     layer (:meth:`~symfw.core.model.SymfwModel.set_output_affine`, regression); ``init(seed)``
     gives a member's initial state instead of its own (matched initialisation,
-    :mod:`symfw.core.matching`).
+    :mod:`symfw.core.matching`). ``direct``: the members stay modules of their own, stepped one
+    after the other (see the module docstring).
     """
 
     def __init__(
@@ -137,20 +142,12 @@ class Ensemble:
             return self._stack(nn.Module.named_parameters)
         return self._params
 
-    @params.setter
-    def params(self, value: dict[str, torch.Tensor]) -> None:
-        self._params = value
-
     @property
     def buffers(self) -> dict[str, torch.Tensor]:
         """The stacked buffers, (M, ...) each (``direct``: the members', stacked)."""
         if self.direct:
             return self._stack(nn.Module.named_buffers)
         return self._buffers
-
-    @buffers.setter
-    def buffers(self, value: dict[str, torch.Tensor]) -> None:
-        self._buffers = value
 
     def parameters(self) -> list[torch.Tensor]:
         """The tensors the optimiser steps (their gradients are the step's): the stacked
@@ -382,8 +379,8 @@ class Ensemble:
 
     def state(self) -> State:
         """Detached contiguous copies of the stacked parameters and buffers."""
-        copy = lambda t: t.detach().clone(memory_format=torch.contiguous_format)  # noqa: E731
-        return {k: copy(v) for k, v in self.params.items()}, {k: copy(v) for k, v in self.buffers.items()}
+        snapshot = lambda t: t.detach().clone(memory_format=torch.contiguous_format)  # noqa: E731
+        return {k: snapshot(v) for k, v in self.params.items()}, {k: snapshot(v) for k, v in self.buffers.items()}
 
     @torch.no_grad()
     def load_state(self, state: State) -> None:

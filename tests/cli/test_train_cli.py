@@ -222,3 +222,16 @@ def test_regression_from_build_to_train_and_compare(runner, cli, tmp_path):
     assert {"resolution_vs_pt.png", "loss_vs_epoch.png"} <= {p.name for p in (tmp_path / "cmp").glob("*.png")}
     mixed = runner.invoke(cli, ["compare", str(spec), "pfn", *common, "--out", str(tmp_path / "mixed")])
     assert mixed.exit_code == 2 and "compare needs specs of one task, got binary, regression" in mixed.stderr
+
+
+def test_compile_flag_is_recorded_and_a_resume_must_keep_it(runner, cli, toy_file, small_spec, tmp_path):
+    out = tmp_path / "run"
+    args = ["train", str(small_spec), "--data", str(toy_file), "--epochs", "1", "--batch-size", "64",
+            "--device", "cpu", "--out", str(out), "--quiet"]
+    result = runner.invoke(cli, args + ["--no-compile"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "run.json").read_text())["settings"]["compile"] is False
+    assert json.loads((out / "results.json").read_text())["fractions"][0]["compiled"] is False
+    # compiled float32 steps round differently: a resume with the other setting is refused
+    again = runner.invoke(cli, args + ["--compile", "--resume"])
+    one_line_exit_2(again, f"Error: {out}: cannot resume with different settings (compile: False then, True now)")
