@@ -297,6 +297,11 @@ def pm(stat: dict[str, Any] | None, digits: int = 4) -> str:
     return f"{stat['mean']:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{stat['mean']:.{digits}f}"
 
 
+def number(value: float | None, digits: int = 4) -> str:
+    """A single value as the tables print it ("–" when missing or NaN)."""
+    return "–" if value is None or value != value else f"{value:.{digits}f}"
+
+
 def metric_label(metric: str) -> str:
     return {"auc": "AUC"}.get(metric, metric)
 

@@ -50,6 +50,7 @@ from ._common import (
     make_settings,
     max_processes,
     metric_label,
+    number,
     parse_floats,
     pm,
     registry_with,
@@ -73,6 +74,9 @@ def compare_table(summary: dict[str, Any]) -> Table:
         table.add_column("lr (chosen)", justify="right")
     table.add_column(f"final test {label}", justify="right")
     table.add_column(f"best-val test {label}", justify="right")
+    voted = any(r.get(f"ensemble_final_test_{metric}") is not None for r in rows)
+    if voted:
+        table.add_column(f"ensemble test {label}", justify="right")
     for e in at:
         table.add_column(f"val {label} @{e}", justify="right")
     table.add_column("epochs to 99%", justify="right")
@@ -81,6 +85,7 @@ def compare_table(summary: dict[str, Any]) -> Table:
         table.add_row(
             r["spec"], f"{r['parameters']:,}", *([f"{r['lr']:g}"] if chosen else []),
             pm(r[f"final_test_{metric}"]), pm(r[f"best_test_{metric}"]),
+            *([number(r.get(f"ensemble_final_test_{metric}"))] if voted else []),
             *[pm(r[f"val_{metric}_at"].get(str(e)), 3) for e in at],
             pm(r["epochs_to_99"], 1), f"{r['train_time_s']:.0f}",
         )
@@ -88,7 +93,8 @@ def compare_table(summary: dict[str, Any]) -> Table:
     table.caption = (
         f"{r0['members']} members × {r0['epochs']} epochs on {r0['n_train']:,} training events; "
         "val = validation split, test = test split (never used for selection); "
-        f"epochs to 99% = first epoch within 1% of the member's final val {label}"
+        + ("ensemble = the members voting as one model, final epoch; " if voted else "")
+        + f"epochs to 99% = first epoch within 1% of the member's final val {label}"
     )
     return table
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from symfw.core.compare import ensemble_value
 from symfw.core.io import check_writable
 from symfw.core.runs import safe_dirname
 
@@ -45,6 +46,7 @@ from ._common import (
     load_data,
     load_specs,
     make_settings,
+    number,
     pm,
     registry_with,
     results_console,
@@ -60,8 +62,10 @@ def train_table(results: dict[str, Any], registry) -> Table:
     table = Table(title=f"{results['spec']}: held-out metrics, task {task} (mean ± std over members)",
                   title_justify="left")
     primary = main.get("primary", "auc")
-    heads = ("fraction", "train events", f"final test {dict(columns).get(primary, primary)}",
-             f"best-val test {dict(columns).get(primary, primary)}", "best epoch",
+    label = dict(columns).get(primary, primary)
+    voted = len(main["members"]) > 1
+    heads = ("fraction", "train events", f"final test {label}", f"best-val test {label}",
+             *([f"ensemble test {label}"] if voted else []), "best epoch",
              *[f"test {h}" for k, h in columns if k != primary], "time (s)")
     for col in heads:
         table.add_column(col, justify="right")
@@ -69,13 +73,14 @@ def train_table(results: dict[str, Any], registry) -> Table:
         s = f["summary"]
         table.add_row(
             f"{f['fraction']:g}", f"{f['n_train']:,}", pm(s["final_test"][primary]), pm(s["best_test"][primary]),
-            pm(s["best_epoch"], 1), *[pm(s["final_test"].get(k), 1 if k.startswith("rej") else 4)
+            *([number(ensemble_value(f))] if voted else []), pm(s["best_epoch"], 1), *[pm(s["final_test"].get(k), 1 if k.startswith("rej") else 4)
                                       for k, _ in columns if k != primary],
             f"{f['train_time_s']:.1f}",
         )
     table.caption = (
         f"{len(main['members'])} members, {main['epochs']} epochs, {main['parameters']:,} parameters each, "
         f"{main['mode']} on {main['device']}; test split used only for these numbers"
+        + ("; ensemble = the members voting as one model, final epoch" if voted else "")
     )
     reference = (main.get("report") or {}).get("sum_of_inputs")
     if reference:  # what a four-momentum regression must beat

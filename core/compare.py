@@ -81,6 +81,13 @@ def _primary(result: dict[str, Any]) -> tuple[str, str]:
     return main.get("primary", "auc"), main.get("direction", "max")
 
 
+def ensemble_value(result: dict[str, Any], key: str = "final") -> float | None:
+    """The primary test metric of the members voting as one model (``key``: final or best-validation
+    state); None for a single member."""
+    ensemble = result.get("ensemble")
+    return ensemble[key]["test"][result["primary"]] if ensemble else None
+
+
 def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = None) -> dict[str, Any]:
     """The comparison of several :func:`run_training` results (same settings, same task)."""
     names = list(names or [r["spec"] for r in results])
@@ -93,6 +100,7 @@ def summarize(results: Sequence[dict[str, Any]], names: Sequence[str] | None = N
             "spec": name, "task": main.get("task", "binary"), "members": len(main["members"]), "lr": main.get("lr"),
             **{k: main[k] for k in ("fraction", "n_train", "epochs", "parameters", "train_time_s", "mode")},
             f"final_test_{primary}": s["final_test"][primary], f"best_test_{primary}": s["best_test"][primary],
+            **{f"ensemble_{key}_test_{primary}": ensemble_value(main, key) for key in ("final", "best")},
             **{k: s[k] for k in ("final_test", "best_test", "best_epoch", "epochs_to_99")},
             f"val_{primary}_at": {k: v for k, v in s[f"val_{primary}_at"].items() if int(k) in AT_EPOCHS},
         })

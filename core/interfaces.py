@@ -450,6 +450,8 @@ class Task(Component):
     - :meth:`metrics` evaluates outputs in NumPy; it includes ``loss`` and :attr:`primary`, the
       metric the learning-rate choice and the best epoch use, better when larger if
       :attr:`direction` is ``"max"``;
+    - :meth:`combine` pools the members' outputs into the ensemble's (the mean prediction, or
+      the mean probability of a classifier);
     - :attr:`columns` are the (metric, header) pairs of the train/compare tables;
       :meth:`report` adds task-specific results for the test split (e.g. resolutions vs pT) and
       :meth:`plots` draws them.
@@ -477,6 +479,13 @@ class Task(Component):
 
     def metrics(self, output: np.ndarray, target: np.ndarray, weight: np.ndarray) -> dict[str, float]:
         raise NotImplementedError
+
+    def combine(self, outputs: np.ndarray) -> np.ndarray:
+        """The ensemble's output from its members' outputs (M, n, ...): what the task predicts
+        when the M members vote. A regression averages the predictions (this default); a
+        classifier averages the predicted probabilities (:meth:`metrics` then reads the result
+        as it reads one member's output)."""
+        return np.asarray(outputs, np.float64).mean(0)
 
     def report(self, output: np.ndarray, target: np.ndarray, weight: np.ndarray, data) -> dict[str, Any]:
         """Task-specific test-split results for ``output`` (members, n, ...); ``data`` the test events."""

@@ -895,6 +895,13 @@ def final_results(job, task, ens, tensors, ckpt: Checkpoint, world_size: int = 1
     at_epochs = [e for e in AT_EPOCHS if e <= n_epochs]
     test_data = tensors.data.subset(job.split.test)
     out_np = final_out.double().cpu().numpy()
+    ensemble = None
+    if n > 1:  # the members voting as one model (Task.combine), on the same test events
+        target, weight = tensors.target_np[job.split.test], tensors.weight_np[job.split.test]
+        ensemble = {"members": n, **{
+            key: {"test": task_metrics(task, task.combine(out.double().cpu().numpy()), target, weight)}
+            for key, out in (("final", final_out), ("best", best_out))
+        }}
     results: dict[str, Any] = {
         "spec": job.spec.name,
         "task": job.spec.task.name,
@@ -916,6 +923,7 @@ def final_results(job, task, ens, tensors, ckpt: Checkpoint, world_size: int = 1
         "parameters": ens.n_parameters,
         "train_time_s": ckpt.train_time_s,
         "members": members,
+        "ensemble": ensemble,
         "curves": {
             "epoch": list(range(1, n_epochs + 1)),
             f"val_{primary}": val_curve,

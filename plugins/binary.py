@@ -4,10 +4,14 @@
 
 Metrics: weighted ROC AUC (the primary metric, larger is better), accuracy at logit 0, and the
 background rejection 1/ε_B at signal efficiencies 0.3 and 0.5 (:mod:`symfw.core.metrics`).
+An ensemble votes with its members' mean probability.
 """
+
+import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from symfw.core import metrics as M
 from symfw.core.errors import DataError
@@ -40,6 +44,14 @@ class Binary(Task):
 
     def loss(self, output, target, weight):
         return M.weighted_bce_with_logits(output, target, weight)
+
+    def combine(self, outputs):
+        """The logit of the members' mean probability: log p̄ − log(1 − p̄), p̄ = mean σ(z_m)."""
+        z = torch.as_tensor(np.asarray(outputs, np.float64))
+        log_m = math.log(z.shape[0])
+        log_p = torch.logsumexp(F.logsigmoid(z), 0) - log_m
+        log_q = torch.logsumexp(F.logsigmoid(-z), 0) - log_m
+        return (log_p - log_q).numpy()
 
     def metrics(self, output, target, weight) -> dict[str, float]:
         out = M.evaluate(target, output, weight)

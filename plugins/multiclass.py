@@ -45,6 +45,11 @@ class Multiclass(Task):
         per_event = F.cross_entropy(output, target, reduction="none")
         return (per_event * weight).sum(-1) / weight.sum(-1).clamp_min(1e-30)
 
+    def combine(self, outputs):
+        """Log of the members' mean class probabilities (logits of the mean softmax)."""
+        z = torch.as_tensor(np.asarray(outputs, np.float64))
+        return (torch.logsumexp(torch.log_softmax(z, -1), 0) - math.log(z.shape[0])).numpy()
+
     def metrics(self, output, target, weight) -> dict[str, float]:
         output, target, weight = np.asarray(output, np.float64), np.asarray(target), np.asarray(weight, np.float64)
         total = weight.sum()

@@ -87,6 +87,8 @@ def test_train_writes_a_run_and_prints_held_out_metrics(runner, cli, toy_file, s
     results = json.loads((out / "results.json").read_text())
     auc = results["fractions"][0]["summary"]["final_test"]["auc"]["mean"]
     assert f"{auc:.4f}" in result.stdout
+    voted = results["fractions"][0]["ensemble"]["final"]["test"]["auc"]  # two members vote as one model
+    assert "ensemble test AUC" in result.stdout and f"{voted:.4f}" in result.stdout
     assert symfw.load_spec(out / "spec.toml").training.epochs == 2
     assert {p.name for p in out.glob("*.png")} == {"auc_vs_epoch.png", "general_weight_vs_pt.png"}
     # again without --resume: refused; with --resume: read back, same numbers
@@ -120,6 +122,10 @@ def test_compare_on_identical_splits_writes_table_json_and_plots(runner, cli, to
     a = summary["rows"][0]["final_test_auc"]["mean"]
     b = summary["rows"][1]["final_test_auc"]["mean"]
     assert diff["final_test_auc"]["mean"] == pytest.approx(a - b)
+    for row, name in zip(summary["rows"], summary["specs"]):
+        voted = json.loads((out / name / "results.json").read_text())["fractions"][-1]["ensemble"]
+        assert row["ensemble_final_test_auc"] == voted["final"]["test"]["auc"]
+        assert f"{row['ensemble_final_test_auc']:.4f}" in result.stdout
     assert set(summary["rows"][0]["val_auc_at"]) == {"1"}
     assert summary["by_fraction"] and summary["extrapolation"]["invariant"]["pt_max"] == 60
     assert {p.name for p in out.glob("*.png")} == {

@@ -174,3 +174,28 @@ def test_a_regression_sample_may_hold_one_class_and_a_classifier_refuses_it(tmp_
     assert f["fractions"][0]["n_train"] == 120
     with pytest.raises(DataError, match="task binary: the labels hold one class only"):
         run_training(spec_of("pfn", epochs=1), back, RunSettings(data="one"))
+
+
+def test_each_task_combines_its_members_as_its_prediction_pools_them():
+    from symfw.core.registry import get_registry
+
+    reg = get_registry()
+    rng = np.random.default_rng(3)
+    binary = reg.get("task", "binary")()
+    z = rng.normal(scale=3.0, size=(3, 50))
+    z[0, 0], z[1, 0] = 60.0, -60.0  # saturated members stay finite
+    voted = binary.combine(z)
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    np.testing.assert_allclose(sigmoid(voted), sigmoid(z).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(binary.combine(z[:1]), z[0], rtol=1e-12)  # one member is itself
+    assert not np.allclose(voted, z.mean(0))  # the mean probability, not the mean logit
+
+    multi = reg.get("task", "multiclass")()
+    zc = rng.normal(size=(4, 20, 3))
+    soft = np.exp(zc) / np.exp(zc).sum(-1, keepdims=True)
+    out = multi.combine(zc)
+    np.testing.assert_allclose(np.exp(out) / np.exp(out).sum(-1, keepdims=True), soft.mean(0), rtol=1e-12)
+
+    regression = reg.get("task", "regression")()
+    y = rng.normal(size=(2, 10, 4))
+    np.testing.assert_allclose(regression.combine(y), y.mean(0))

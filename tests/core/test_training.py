@@ -397,3 +397,27 @@ def test_a_step_that_does_not_compile_trains_eagerly_with_a_warning(toy, monkeyp
     with pytest.warns(UserWarning, match="did not compile, it runs eagerly .*no compiler here"):
         res = run_training(small("pfn", epochs=1), toy, settings)["fractions"][0]
     assert res["compiled"] is False and res["members"][0]["final"]["test"]["auc"] > 0.5
+
+
+def test_the_members_vote_as_one_model_on_the_same_test_events(invariant_run):
+    """results["ensemble"]: the task's combination of the members' final outputs, scored like one member."""
+    out, res = invariant_run
+    f = res["fractions"][0]
+    models = load_members(out)
+    data = toy_events(800, weighted=True)
+    split = prepare_split(data, RunSettings(data="toy"))
+    t = data.subset(split.test).tensors()
+    with torch.no_grad():
+        probs = np.mean([torch.sigmoid(m(t["p4"], t["mask"]).double()).numpy() for m in models], 0)
+    expected = M.auc(data.label[split.test], probs, data.weight[split.test])  # AUC reads any monotone score
+    assert f["ensemble"]["members"] == 2
+    assert f["ensemble"]["final"]["test"]["auc"] == pytest.approx(expected, abs=1e-6)
+    # two members that differ: the vote is not simply one of them
+    members = [m["final"]["test"]["auc"] for m in f["members"]]
+    assert f["ensemble"]["final"]["test"]["auc"] not in members
+    assert set(f["ensemble"]["best"]["test"]) == set(f["members"][0]["best"]["test"])
+
+
+def test_a_single_member_has_no_vote(toy):
+    res = run_training(small("invariant", epochs=1), toy, RunSettings(data="toy"))
+    assert res["fractions"][0]["ensemble"] is None
