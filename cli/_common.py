@@ -91,7 +91,7 @@ FractionsOpt = Annotated[
 ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last completed epoch.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda or auto (cuda when available).")]
 VectorizeOpt = Annotated[
-    str, typer.Option("--vectorize", help="Ensemble training: auto (vmap when possible), yes, or no (sequential).")
+    str, typer.Option("--vectorize", help="Ensemble training: auto (one after the other on the CPU, vmap on a GPU when possible), yes (vmap), or no (one after the other).")
 ]
 ThreadsOpt = Annotated[
     int | None,

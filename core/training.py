@@ -649,17 +649,31 @@ class VectorizedStepper(Stepper):
 def sequential_planned(job: EnsembleJob) -> bool:
     """Whether the members will train one after the other (:func:`local_stepper`), each then a
     module of its own (``Ensemble(direct=True)``)."""
-    return job.vectorize == "no" or job.vectorize == "auto" and len(job.seeds) == 1
+    return job.vectorize == "no" or job.vectorize == "auto" and auto_sequential(job) is not None
+
+
+def auto_sequential(job: EnsembleJob) -> str | None:
+    """Why ``vectorize = "auto"`` trains the members one after the other, or None (vmap them).
+
+    One member; or the CPU, where one after the other is as fast or faster — 1.0–1.2× on the toy
+    presets, several times on padded jets, whose per-particle MLPs then skip the padded slots
+    (``benchmarks/bench_training.py``, ``benchmarks/bench_jets.py``; docs/performance.md). On a
+    GPU one vmapped step fills the device better than M small ones."""
+    if len(job.seeds) == 1:
+        return "one member"
+    if job.device.type == "cpu":
+        return "on the CPU one after the other is faster"
+    return None
 
 
 def local_stepper(ens: Ensemble, job: EnsembleJob, probe: Callable[[], Batch], terms: Sequence[PenaltyTerm]) -> Stepper:
-    """Vectorised when asked, or (auto) when there are several members and one vmapped step
-    works. (On one CPU thread the two are within 10 % of each other, either way round depending
-    on the model: benchmarks/bench_training.py.)"""
+    """Vectorised when asked, or (auto) when :func:`auto_sequential` finds no reason against it
+    and one vmapped step works."""
     if job.vectorize == "no":
         return SequentialStepper(ens, "requested")
-    if job.vectorize == "auto" and len(job.seeds) == 1:
-        return SequentialStepper(ens, "one member")
+    why = auto_sequential(job) if job.vectorize == "auto" else None
+    if why is not None:
+        return SequentialStepper(ens, why)
     reason = ens.probe_vectorized(probe(), terms)  # also lays the parameters out as their gradients
     if reason is not None and job.vectorize == "auto":
         return SequentialStepper(ens, f"vmap failed: {reason}")

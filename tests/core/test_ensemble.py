@@ -207,7 +207,15 @@ def registry_with_item_penalty() -> Registry:
     return reg
 
 
-def test_penalty_that_cannot_run_under_vmap_falls_back_to_sequential():
+def test_auto_trains_several_members_one_after_the_other_on_the_cpu():
+    res = run_training(small_spec("pfn", epochs=1), toy_events(300), RunSettings(data="toy", seeds=2))["fractions"][0]
+    assert (res["mode"], res["mode_reason"]) == ("sequential", "on the CPU one after the other is faster")
+
+
+def test_penalty_that_cannot_run_under_vmap_falls_back_to_sequential(monkeypatch):
+    import symfw.core.training as T
+
+    monkeypatch.setattr(T, "auto_sequential", lambda job: None)  # as auto decides on a GPU
     reg = registry_with_item_penalty()
     data = toy_events(300)
     spec_dict = small_spec("pfn", epochs=1).model_dump()
