@@ -1,13 +1,20 @@
 """Boosted decision trees on jet substructure: the non-neural baseline of the jet studies.
 
-    python study/jet_baseline.py JETS.npz [--seed 1] [--json OUT.json]
+    python study/jet_baseline.py JETS.npz [--seed 1] [--json OUT.json] [--versus RUN_DIR ...]
 
 Features per jet (from its constituents, weights as in the file): the jet mass, pT and number
 of constituents, and the energy-correlation ratios of the 32 hardest constituents (β = 1,
 Larkoski et al.): e2 = ECF2/ECF1², C2 = ECF3·ECF1/ECF2², D2 = ECF3·ECF1³/ECF2³. Trained with
 scikit-learn's HistGradientBoostingClassifier on symfw's training split of the same file and
-seed (the same events a `symfw compare --seed S` run trains on), evaluated once on its test split
-with symfw's metrics (AUC, accuracy, 1/ε_B at ε_S = 0.3 and 0.5).
+seed (the same events a `symfw compare --seed S` run trains on); its learning rate is chosen on the
+validation split from LR_GRID, and it is evaluated once on the test split with symfw's metrics
+(AUC, accuracy, 1/ε_B at ε_S = 0.3 and 0.5).
+
+``--versus RUN_DIR`` (a `symfw train` run, or a spec's folder of a `symfw compare` run, on the
+same file and seed) also scores that run's members and their vote (``Task.combine``) on the same
+test jets, and the paired bootstrap of AUC(network) − AUC(trees): the test jets resampled with
+replacement (BOOTSTRAP times, seeded), both models scored on each resample, so the interval is that
+of the difference, not of either AUC alone.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,9 +31,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from symfw.core import kinematics as k
 from symfw.core import metrics as M
 from symfw.core.data import load_events
-from symfw.core.training import RunSettings, prepare_split
+from symfw.core.training import RunSettings, load_members, prepare_split
 
 HARDEST = 32
+LR_GRID = (0.03, 0.1, 0.3)
+BOOTSTRAP = 2000
 
 
 def substructure(p4: np.ndarray, mask: np.ndarray, chunk: int = 512) -> np.ndarray:
@@ -49,23 +59,78 @@ def substructure(p4: np.ndarray, mask: np.ndarray, chunk: int = 512) -> np.ndarr
     return np.concatenate(out)
 
 
+@torch.no_grad()
+def run_outputs(run: str, data, index: np.ndarray, chunk: int = 500) -> tuple[np.ndarray, object]:
+    """(members, n) test outputs of the run's final-epoch members, and the run's task."""
+    from symfw.core.registry import get_registry
+    from symfw.core.spec import load_spec
+
+    models = load_members(run)
+    task_spec = load_spec(Path(run) / "spec.toml").task
+    cls = get_registry().get("task", task_spec.name)
+    outputs = []
+    for s in range(0, len(index), chunk):
+        rows = index[s : s + chunk]
+        p4, mask = torch.as_tensor(data.p4[rows]), torch.as_tensor(data.mask[rows])
+        outputs.append(np.stack([m.eval()(p4, mask).double().numpy() for m in models]))
+    return np.concatenate(outputs, 1), cls(cls.Options.model_validate(task_spec.options))
+
+
+def paired_bootstrap(label, weight, a: np.ndarray, b: np.ndarray, seed: int) -> dict:
+    """AUC(a) − AUC(b) on the same events, and its bootstrap distribution over resampled events."""
+    rng = np.random.default_rng(seed)
+    n = len(label)
+    deltas = []
+    for _ in range(BOOTSTRAP):
+        i = rng.integers(0, n, n)
+        deltas.append(M.auc(label[i], a[i], weight[i]) - M.auc(label[i], b[i], weight[i]))
+    deltas = np.asarray(deltas)
+    return {"delta_auc": M.auc(label, a, weight) - M.auc(label, b, weight),
+            "interval_68": np.quantile(deltas, [0.16, 0.84]).tolist(),
+            "interval_95": np.quantile(deltas, [0.025, 0.975]).tolist(),
+            "fraction_above_zero": float((deltas > 0).mean()), "resamples": BOOTSTRAP}
+
+
+def versus(run: str, data, index: np.ndarray, trees: np.ndarray, seed: int) -> dict:
+    """The run's members and their vote against the trees on the same test jets."""
+    outputs, task = run_outputs(run, data, index)
+    label, weight = data.label[index], data.weight[index]
+    vote = task.combine(outputs)
+    return {
+        "members": [M.evaluate(label, o, weight) for o in outputs],
+        "vote": M.evaluate(label, vote, weight),
+        "vote_minus_trees": paired_bootstrap(label, weight, vote, trees, seed),
+        "members_minus_trees": [paired_bootstrap(label, weight, o, trees, seed)["delta_auc"] for o in outputs],
+    }
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
     parser.add_argument("--seed", type=int, default=0, help="symfw's base seed (the split)")
     parser.add_argument("--json", help="write the metrics here")
+    parser.add_argument("--versus", nargs="+", default=[], metavar="RUN_DIR",
+                        help="symfw runs on the same file and seed to score against the trees on the same test jets")
     args = parser.parse_args(argv)
     data = load_events(args.data)
     if len(np.unique(data.label)) != 2:
         sys.exit("jet_baseline: binary labels needed")
     split = prepare_split(data, RunSettings(data=args.data, seed=args.seed))
     x = substructure(data.p4, data.mask)
-    bdt = HistGradientBoostingClassifier(max_iter=500, learning_rate=0.1, early_stopping=True, random_state=args.seed)
-    bdt.fit(x[split.train], data.label[split.train], sample_weight=data.weight[split.train])
-    val = M.evaluate(data.label[split.val], bdt.decision_function(x[split.val]), data.weight[split.val])
-    test = M.evaluate(data.label[split.test], bdt.decision_function(x[split.test]), data.weight[split.test])
+    trials = {}
+    for lr in LR_GRID:  # chosen on validation
+        bdt = HistGradientBoostingClassifier(max_iter=500, learning_rate=lr, early_stopping=True, random_state=args.seed)
+        bdt.fit(x[split.train], data.label[split.train], sample_weight=data.weight[split.train])
+        trials[lr] = (M.evaluate(data.label[split.val], bdt.decision_function(x[split.val]), data.weight[split.val]), bdt)
+    lr = max(trials, key=lambda r: trials[r][0]["auc"])
+    val, bdt = trials[lr]
+    trees = bdt.decision_function(x[split.test])
+    test = M.evaluate(data.label[split.test], trees, data.weight[split.test])
     result = {"model": "boosted trees on m, pT, n, e2, C2, D2", "n_train": int(len(split.train)),
+              "learning_rate": lr, "val_auc_per_learning_rate": {str(r): t[0]["auc"] for r, t in trials.items()},
               "val": val, "test": test}
+    if args.versus:
+        result["versus"] = {run: versus(run, data, split.test, trees, args.seed) for run in args.versus}
     print(json.dumps(M.jsonable(result), indent=2))
     if args.json:
         with open(args.json, "w") as fh:
