@@ -41,7 +41,7 @@ from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from .interfaces import Batch, Penalty, Task
-from .limits import EVAL_CHUNK
+from .limits import eval_chunk
 from .model import SymfwModel, build_model
 from .nn import SharedBatchStatistics, shared_batch_statistics
 from .spec import Spec
@@ -106,6 +106,7 @@ class Ensemble:
             task = cls(cls.Options.model_validate(spec.task.options))
         self.task = task
         self.direct = direct
+        self.eval_chunk = eval_chunk(spec, registry, dtype)  # events per evaluation pass (bounded memory)
         if direct:  # every member a module of its own (its tensors are the state)
             self.members: list[SymfwModel] = models
             self.base: SymfwModel = models[0]
@@ -348,11 +349,14 @@ class Ensemble:
         p4: torch.Tensor,
         mask: torch.Tensor,
         state: State | None = None,
-        chunk: int = EVAL_CHUNK,
+        chunk: int | None = None,
     ) -> torch.Tensor:
-        """Outputs (M, n[, K]) of every member on the same n events, in eval mode: members one
-        after the other (on a CPU three times as fast as one vmapped pass, which works on M
-        times larger tensors), vmapped on a GPU when the ensemble trains vmapped."""
+        """Outputs (M, n[, K]) of every member on the same n events, in eval mode, ``chunk``
+        events at a time (default: :func:`~symfw.core.limits.eval_chunk` of the spec, which bounds
+        a pass's memory): members one after the other (on a CPU three times as fast as one
+        vmapped pass, which works on M times larger tensors), vmapped on a GPU when the ensemble
+        trains vmapped."""
+        chunk = chunk or self.eval_chunk
         was_training = self.base.training
         self.eval()
         params, buffers = state if state is not None else (self.params, self.buffers)

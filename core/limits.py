@@ -3,7 +3,8 @@ allocated, against what the machine has.
 
 The model is built on torch's ``meta`` device (shapes only, no memory) while a dispatch mode
 tracks the bytes its tensors would occupy: the build itself (parameters and the dry run on two
-dummy events), one training step (forward and backward on a batch) and one evaluation chunk. A
+dummy events), one training step (forward and backward on a batch) and one evaluation chunk
+(:func:`eval_chunk` events, fewer than :data:`EVAL_CHUNK` for a model with large activations). A
 training run needs, per member, its parameters and optimiser state (``STATE_COPIES`` copies) and
 the larger of a step and an evaluation chunk, plus the events on the device. The estimate is an
 upper bound (temporaries are counted until Python frees them): about 2× the measured peak for
@@ -30,7 +31,8 @@ from .registry import Registry, get_registry
 from .spec import Spec
 
 STATE_COPIES = 6  # weights, gradients, two AdamW moments, the best-epoch snapshot, the checkpoint's copy
-EVAL_CHUNK = 16384  # events per evaluation pass (:meth:`symfw.core.ensemble.Ensemble.predict`)
+EVAL_CHUNK = 16384  # events per evaluation pass at most (:meth:`symfw.core.ensemble.Ensemble.predict`)
+EVAL_BYTES = 256 * 2**20  # ... and activations of one evaluation pass at most about this (:func:`eval_chunk`)
 EVENT_COPIES = 3  # a generated sample, its validated copy, its tensors
 PROBE_ABOVE = 1_000_000  # generators asked for more events are measured on a small sample first
 PROBE_EVENTS = 1000
@@ -189,6 +191,20 @@ def largest_field(spec: Spec) -> str:
 # --------------------------------------------------------------------------- checks
 
 
+def eval_chunk(spec: Spec, registry: Registry | None = None, dtype: torch.dtype = torch.float32) -> int:
+    """Events per evaluation pass of the spec's model: :data:`EVAL_CHUNK`, or as many as keep one
+    pass's activations near :data:`EVAL_BYTES` (measured on the meta device) — PELICAN's pair
+    tensors at N = 64 hold ~1 MiB per jet, so 16,384 jets at once would need ~16 GiB."""
+    probe = 64
+    try:
+        peak = _measured(spec, registry or get_registry(), "pass", probe, False, dtype)
+    except _TooLarge:
+        peak = None
+    if not peak:
+        return EVAL_CHUNK
+    return int(max(probe, min(EVAL_CHUNK, EVAL_BYTES * probe // peak)))
+
+
 def check_model(spec: Spec, registry: Registry | None = None) -> None:
     """Refuse a spec whose one model (its parameters and the build's dry run) cannot fit in memory;
     :func:`symfw.core.model.build_model` calls it before allocating anything."""
@@ -222,7 +238,7 @@ def check_training(spec: Spec, *, members: int, n_train: int, n_eval: int, n_eve
 
     def activations(events: int) -> int | None:
         step = _measured(spec, registry, "pass", events, True, dtype)
-        evaluation = _measured(spec, registry, "pass", max(1, min(EVAL_CHUNK, n_eval)), False, dtype)
+        evaluation = _measured(spec, registry, "pass", max(1, min(eval_chunk(spec, registry, dtype), n_eval)), False, dtype)
         if step is None or evaluation is None:
             return None
         return (members if vectorized else 1) * max(passes * step, evaluation)

@@ -277,3 +277,25 @@ def test_per_event_gradient_penalty_in_training_equals_the_jvp_one():
             values[method] = penalty(ens.penalty_fn(params, buffers, shared), Batch(
                 batch.p4[0], batch.mask[0], batch.label[0], batch.weight[0]))
     torch.testing.assert_close(values["gradient"], values["jvp"], rtol=1e-10, atol=0)
+
+
+def test_evaluation_passes_are_sized_to_the_models_memory():
+    """PELICAN's pair tensors get small evaluation chunks, an MLP on two particles the largest;
+    the chunking does not change the outputs."""
+    from symfw.core import limits
+    from symfw.core.ensemble import Ensemble
+    from symfw.core.spec import resolve_spec
+
+    assert limits.eval_chunk(symfw.load_spec("pfn")) == limits.EVAL_CHUNK
+    pelican = symfw.load_spec("pelican-jets")
+    chunk = limits.eval_chunk(pelican)
+    assert 64 <= chunk < 1000
+    peak = limits._measured(pelican, symfw.core.registry.get_registry(), "pass", chunk, False, torch.float32)
+    assert peak <= 1.2 * limits.EVAL_BYTES  # one pass of that many jets holds about the budget
+    spec = resolve_spec({**pelican.model_dump(), "n_particles": 6})
+    ens = Ensemble(spec, [1, 2], dtype=torch.float64)
+    ens.eval_chunk = 7
+    p4 = torch.cat([torch.rand(40, 6, 1) * 50 + 60, torch.randn(40, 6, 3) * 20], -1).double()
+    mask = torch.ones(40, 6, dtype=torch.bool)
+    mask[::3, 4:] = False
+    torch.testing.assert_close(ens.predict(p4, mask), ens.predict(p4, mask, chunk=40), rtol=1e-12, atol=1e-12)
