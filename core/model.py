@@ -146,10 +146,21 @@ class SymfwModel(nn.Module):
             particles = t(particles)
         return particles
 
-    def latent(self, p4: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """The pooled latent vector the head sees."""
+    def slots(self, p4: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The particle slots the model sees: the first ``spec.n_particles`` (for jets, whose
+        constituents are pT-ordered, the hardest ones; a view, nothing copied) and their mask
+        (all real when None). Events with fewer slots are taken as they are."""
+        n = self.spec.n_particles
+        if p4.shape[1] > n:
+            p4 = p4[:, :n]
+            mask = mask[:, :n] if mask is not None else None
         if mask is None:
             mask = torch.ones(p4.shape[:2], dtype=torch.bool, device=p4.device)
+        return p4, mask
+
+    def latent(self, p4: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled latent vector the head sees."""
+        p4, mask = self.slots(p4, mask)
         particles = self.transform_inputs(p4, mask)
         g = self.general(particles) if self.general is not None else None
         s = self.invariant(particles) if self.invariant is not None else None
@@ -160,8 +171,7 @@ class SymfwModel(nn.Module):
 
     def forward(self, p4: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) for a one-output task, else (B, K)."""
-        if mask is None:
-            mask = torch.ones(p4.shape[:2], dtype=torch.bool, device=p4.device)
+        p4, mask = self.slots(p4, mask)
         latent = self.latent(p4, mask)
         if isinstance(self.head, FourVectorHead):
             return self.head(latent, p4, mask)
@@ -181,8 +191,7 @@ class SymfwModel(nn.Module):
         """The learned weight of the general subnet per event, if the combiner has one."""
         if self.combiner is None or self.context is None:
             return None
-        if mask is None:
-            mask = torch.ones(p4.shape[:2], dtype=torch.bool, device=p4.device)
+        p4, mask = self.slots(p4, mask)
         return self.combiner.weight(self.context(p4, mask).to(p4.dtype))
 
     # -- summary -----------------------------------------------------------------------

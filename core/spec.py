@@ -96,7 +96,7 @@ class Spec(Strict):
 
     name: str = "custom"
     description: str = ""
-    n_particles: int = Field(2, ge=1)
+    n_particles: int = Field(2, ge=1, description="particle slots the model sees: events with more are cut to their first n_particles")
     latent_dim: int = Field(16, ge=1)
     group: ComponentRef = Field(default_factory=lambda: ComponentRef(name="lorentz"))
     inputs: list[ComponentRef] = Field(default_factory=list)

@@ -65,3 +65,22 @@ def test_weighted_pt_pools_as_the_paper_says():
     g, s, ctx = torch.randn(4, 3), torch.randn(4, 3), torch.rand(4, 1) * 50
     w = comb.weight(ctx).unsqueeze(-1)
     torch.testing.assert_close(comb(g, s, ctx), w * g + (1 - w) * s)
+
+
+def test_a_model_sees_its_first_n_particles_slots_only():
+    """Events with more slots than the spec's n_particles are cut to the first ones (jets: the
+    hardest constituents), so a PFN or PELICAN built for 4 particles gives the same output on the
+    first 4 slots as on 7."""
+    from symfw.core.spec import resolve_spec
+
+    g = torch.Generator().manual_seed(0)
+    p3 = torch.randn(5, 7, 3, generator=g, dtype=torch.float64) * 20
+    p4 = torch.cat([p3.norm(dim=-1, keepdim=True) + 1.0, p3], -1)
+    mask = torch.ones(5, 7, dtype=torch.bool)
+    mask[0, 3:] = False
+    for preset in ("pfn-jets", "pelican-jets", "hybrid-jets"):
+        spec = resolve_spec({**symfw.load_spec(preset).model_dump(), "n_particles": 4})
+        model = symfw.build_model(spec).double().eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(p4, mask), model(p4[:, :4], mask[:, :4]), rtol=0, atol=0)
+            assert not torch.equal(model(p4, mask), model(p4[:, 1:5], mask[:, 1:5]))
