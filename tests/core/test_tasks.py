@@ -174,3 +174,18 @@ def test_a_regression_sample_may_hold_one_class_and_a_classifier_refuses_it(tmp_
     assert f["fractions"][0]["n_train"] == 120
     with pytest.raises(DataError, match="task binary: the labels hold one class only"):
         run_training(spec_of("pfn", epochs=1), back, RunSettings(data="one"))
+
+
+def test_a_one_target_regression_loss_pairs_each_event_with_its_own_target():
+    from symfw.plugins.regression import Regression
+
+    task = Regression(Regression.Options(targets=1))
+    target = torch.tensor([[1.0], [2.0], [4.0]], dtype=torch.float64)
+    weight = torch.ones(3, dtype=torch.float64)
+    task.prepare(target, weight)  # σ of (1, 2, 4)
+    output = torch.tensor([1.5, 2.0, 3.0], dtype=torch.float64)  # a one-output model gives (B,)
+    expected = ((output - target[:, 0]) ** 2).mean() / task.scale[0] ** 2
+    assert float(task.loss(output, target, weight)) == pytest.approx(float(expected))
+    members = torch.stack([output, target[:, 0]])  # an ensemble: (M, B); the second member is exact
+    assert task.loss(members, target, weight).tolist() == pytest.approx([float(expected), 0.0])
+    assert task.metrics(output.numpy(), target.numpy(), weight.numpy())["loss"] == pytest.approx(float(expected))
