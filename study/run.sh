@@ -21,8 +21,8 @@ SYMFW=${SYMFW:-.venv/bin/symfw}
 case "$MODE" in
   # seal-toy (SEAL Fig. 1): events, epochs, seeds, boosts of the data (rapidity along z), the λ grid
   quick)  TOY=(1000 5 1 "0 6" 0.01) ;;&
-  medium) TOY=(3000 10 2 "0 3 6" 0.001,0.01,0.1) ;;&
-  paper)  TOY=(20000 50 5 "0 1 2 3 4 5 6 7 8" 0.001,0.01,0.1,1) ;;&
+  medium) TOY=(2000 8 2 "0 6" 0.0001,0.001,0.01) ;;&
+  paper)  TOY=(20000 50 5 "0 1 2 3 4 5 6 7 8" 0.0001,0.001,0.01,0.1) ;;&
   quick)  SMALL=6000;  LARGE=10000;  EPOCHS=6;   SEEDS=2; FRACS=0.2,0.5,1.0;            DIAG=1000;  RES="0 0.2"; SLOPES="0.004"; JETS=2000; QG_JETS=2000; JET_EPOCHS=4 ;;
   medium) SMALL=20000; LARGE=40000;  EPOCHS=25;  SEEDS=3; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=3000;  RES="0 0.1 0.2"; SLOPES="0.002 0.004"; JETS=20000; QG_JETS=10000; JET_EPOCHS=15 ;;
   paper)  SMALL=20000; LARGE=100000; EPOCHS=100; SEEDS=5; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=10000; RES="0 0.05 0.1 0.15 0.2"; SLOPES="0.002 0.004"; JETS=100000; QG_JETS=100000; JET_EPOCHS=50 ;;
