@@ -227,7 +227,8 @@ def load_data(source: str, events: int | None, seed: int, quiet: bool, registry,
 
 
 class EpochProgress:
-    """A rich progress bar per (spec, fraction[, learning rate]): member-epochs done, mean validation metric."""
+    """A rich progress bar per (spec, fraction[, trial: learning rate, λ, seeds]): member-epochs done, mean
+    validation metric. ``show_lr``: the trainings of a choice on validation, labelled by their trial."""
 
     def __init__(self, quiet: bool, show_lr: bool = False):
         self.progress = Progress(
@@ -247,11 +248,15 @@ class EpochProgress:
 
     def __call__(self, record: dict[str, Any]) -> None:
         lr = record.get("lr") if self.show_lr else None
-        key = (record["spec"], record["fraction"], lr)
+        lams = tuple(sorted((record.get("lam") or {}).items())) if self.show_lr else ()
+        seed = record["members"][0].get("seed") if self.show_lr and record["members"] else None
+        key = (record["spec"], record["fraction"], lr, lams, seed)
         n = len(record["members"])
         if key not in self.tasks:
             label = f"{record['spec']}" + (f" f={record['fraction']:g}" if record["fraction"] != 1 else "")
             label += f" lr={lr:g}" if lr is not None else ""
+            label += "".join(f" λ={v:g}" for _, v in lams[:1])
+            label += f" seed {seed}" if seed is not None else ""
             self.tasks[key] = self.progress.add_task(f"{label} ×{n}", total=record["epochs"] * n, status="")
         metric = record.get("primary", "auc")
         values = [m["val"][metric] for m in record["members"] if m["val"].get(metric) is not None]

@@ -69,9 +69,13 @@ def compare_table(summary: dict[str, Any]) -> Table:
     )
     table.add_column("spec")
     table.add_column("params", justify="right")
-    chosen = bool(summary.get("selection"))
+    selection = summary.get("selection") or {}
+    chosen = selection.get("grid") is not None
+    lam_chosen = "lam_grid" in selection
     if chosen:
         table.add_column("lr (chosen)", justify="right")
+    if lam_chosen:
+        table.add_column("λ (chosen)", justify="right")
     table.add_column(f"final test {label}", justify="right")
     table.add_column(f"best-val test {label}", justify="right")
     voted = any(r.get(f"ensemble_final_test_{metric}") is not None for r in rows)
@@ -84,6 +88,7 @@ def compare_table(summary: dict[str, Any]) -> Table:
     for r in rows:
         table.add_row(
             r["spec"], f"{r['parameters']:,}", *([f"{r['lr']:g}"] if chosen else []),
+            *([lam_cell(r)] if lam_chosen else []),
             pm(r[f"final_test_{metric}"]), pm(r[f"best_test_{metric}"]),
             *([number(r.get(f"ensemble_final_test_{metric}"))] if voted else []),
             *[pm(r[f"val_{metric}_at"].get(str(e)), 3) for e in at],
@@ -99,10 +104,37 @@ def compare_table(summary: dict[str, Any]) -> Table:
     return table
 
 
+def lam_cell(row: dict[str, Any]) -> str:
+    """The chosen λ, or for a spec without penalties its chosen seed replica."""
+    if row.get("lam") is not None:
+        return f"{row['lam']:g}"
+    return f"– (seeds {row.get('seed_replica') or 0})"
+
+
+def trial_table(selection: dict[str, Any]) -> Table:
+    """Every trial of a λ search (one row each), its validation metric, and the chosen ones."""
+    metric = selection.get("metric", "auc")
+    budget = selection["budget"]["trials_per_spec"]
+    table = Table(title=f"λ chosen on validation: {budget} trainings per spec (mean final-epoch val "
+                  f"{metric_label(metric)}, {'largest' if selection.get('direction', 'max') == 'max' else 'smallest'} "
+                  "wins; specs without penalties: seed replicas)", title_justify="left")
+    for col in ("spec", "lr", "λ", "seeds", f"val {metric_label(metric)}", "chosen"):
+        table.add_column(col, justify="left" if col == "spec" else "right")
+    for name, entry in selection["specs"].items():
+        for t in entry["trials"]:
+            score = t[f"val_{metric}"]
+            table.add_row(name, f"{t['lr']:g}", "–" if t["lam"] is None else f"{t['lam']:g}",
+                          str(t["seed_replica"] or 0), "–" if score is None else f"{score:.4f}",
+                          "✓" if t["run"] == entry["run"] else "")
+    return table
+
+
 def selection_table(selection: dict[str, Any] | None) -> Table | None:
     """The learning-rate trials of every spec and the one chosen on validation."""
     if not selection:
         return None
+    if "lam_grid" in selection:
+        return trial_table(selection)
     metric = selection.get("metric", "auc")
     table = Table(title=f"learning rate chosen on validation (mean final-epoch val {metric_label(metric)} per trial, "
                   f"{'largest' if selection.get('direction', 'max') == 'max' else 'smallest'} wins)", title_justify="left")
@@ -214,6 +246,15 @@ def compare(
             "the one with the best validation AUC.",
         ),
     ] = None,
+    lam_grid: Annotated[
+        str | None,
+        typer.Option(
+            "--lam-grid",
+            help="Train every spec with penalties at each of these λ (e.g. 0.1,1,10; 0 = penalty off; with "
+            "--lr-grid at each (lr, λ)) and keep the best on validation; specs without penalties get as many "
+            "trainings, as seed replicas, so every model has the same budget.",
+        ),
+    ] = None,
     invariance: Annotated[
         bool,
         typer.Option(
@@ -263,8 +304,9 @@ def compare(
     On a Ray cluster: symfw compare pfn hybrid --seeds 10 --executor ray --address auto --out cmp/
     Data-parallel: symfw compare pfn hybrid --ddp 2 --out cmp/ (or torchrun --nproc-per-node 2 -m symfw compare ...)
     Both cores: symfw compare pfn invariant hybrid --lr-grid 3e-4,1e-3,3e-3 --jobs 2 --threads 1 --out cmp/
+    SEAL's λ on validation: symfw compare pfn pfn-seal-group --lam-grid 0.1,1,10 --out cmp/
     """
-    from symfw.core.compare import run_compare
+    from symfw.core.compare import check_search, run_compare
     from symfw.core.executors import make_executor
 
     if len(specs) < 2:
@@ -272,6 +314,7 @@ def compare(
     if lr_grid is not None and lr is not None:
         raise UsageError("--lr and --lr-grid exclude each other: the grid chooses the learning rate")
     grid = parse_floats(lr_grid, "--lr-grid", "3e-4,1e-3,3e-3") if lr_grid is not None else None
+    lams = parse_floats(lam_grid, "--lam-grid", "0.1,1,10") if lam_grid is not None else None
     reg = registry_with(registry)
     settings = make_settings(data, events, seed, seeds, fractions, train_pt_max, cut_context, reg, compile_)
     if matched_init:
@@ -285,24 +328,25 @@ def compare(
     runner = make_executor(executor, address, retries, str(dev), jobs=jobs, threads=threads)
     loaded = load_specs(specs, reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                         schedule=schedule)
+    check_search(loaded, settings, grid, lams)  # before the data are read
     if distributed.wanted(ddp):
         if executor != "local" or retries or jobs != 1:
             raise UsageError("--ddp trains every task data-parallel in this machine's processes: use --executor local")
         request = distributed.DdpRequest("compare", tuple(loaded), settings, out, resume, str(dev),
-                                         tuple(registry or ()), quiet, {"lr_grid": grid, "invariance": invariance},
+                                         tuple(registry or ()), quiet, {"lr_grid": grid, "lam_grid": lams, "invariance": invariance},
                                          {"format": format, "stream": stream, "chunk_events": chunk_events})
         summary = distributed.run_distributed(ddp, request, threads, mode)
         if summary is None:  # a rank other than 0: rank 0 reports
             return
     else:
         events_data = load_data(settings.data, settings.events, settings.seed, quiet, reg, format, stream, chunk_events)
-        progress = (EpochProgress(quiet, show_lr=grid is not None) if runner.in_process
+        progress = (EpochProgress(quiet, show_lr=grid is not None or lams is not None) if runner.in_process
                     else TaskProgress(quiet, f"training tasks ({runner.name})"))
         with progress:
             summary = run_compare(
                 loaded, events_data, settings, out, resume=resume, device=dev, vectorize=mode, registry=reg,
                 on_epoch=progress if runner.in_process else None, on_task=None if runner.in_process else progress,
-                executor=runner, lr_grid=grid, invariance=invariance,
+                executor=runner, lr_grid=grid, lam_grid=lams, invariance=invariance,
             )
     if json_:
         typer.echo(json.dumps(summary, indent=2))

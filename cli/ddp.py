@@ -53,7 +53,8 @@ def _rank_main(request: DdpRequest, torchrun: bool = False) -> dict[str, Any] | 
             quiet = request.quiet or not info.is_main
             s = request.settings
             data = load_data(s.data, s.events, s.seed, quiet, reg, **request.data_options)
-            with EpochProgress(quiet, show_lr=request.options.get("lr_grid") is not None) as progress:
+            with EpochProgress(quiet, show_lr=request.options.get("lr_grid") is not None
+                               or request.options.get("lam_grid") is not None) as progress:
                 if request.command == "train":
                     results = run_training(request.specs[0], data, s, request.out, resume=request.resume,
                                            registry=reg, on_epoch=progress, parallel=info)

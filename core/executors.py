@@ -126,7 +126,7 @@ def run_task(
     if done is None:
         data = _writable(data)
         device = resolve_device(task.device)
-        seeds = member_seeds(task.settings.seed, task.settings.seeds)
+        seeds = member_seeds(task.settings.seed, task.settings.seeds, task.settings.trial)
         job = EnsembleJob(
             spec=task.spec, split=task.split.with_fraction(task.fraction), seeds=[seeds[m] for m in task.members],
             device=device, vectorize=task.vectorize, train_pt_max=task.settings.train_pt_max, registry=registry,
@@ -354,15 +354,18 @@ def _member_dirs(fdir: FractionDir, n: int) -> list[FractionDir]:
 
 
 def plan_tasks(
-    specs: Sequence[Spec], runs: Sequence[RunDir | None], names: Sequence[str], settings: RunSettings, split: Split,
+    specs: Sequence[Spec], runs: Sequence[RunDir | None], names: Sequence[str],
+    settings: RunSettings | Sequence[RunSettings], split: Split,
     split_members: bool, device: str = "cpu", vectorize: str = "auto", dtype: torch.dtype = torch.float32,
     matched: Sequence[Any] | None = None,
 ) -> list[TrainTask]:
     """The tasks still to run: finished folders are skipped; a (spec, fraction) that has per-seed
-    folders already keeps being trained per seed, so no finished seed is trained again."""
+    folders already keeps being trained per seed, so no finished seed is trained again. ``settings``:
+    one for every spec, or one per spec (seed replicas)."""
     tasks = []
-    everyone = tuple(range(settings.seeds))
-    for i, (spec, run, name) in enumerate(zip(specs, runs, names)):
+    per_run = [settings] * len(specs) if isinstance(settings, RunSettings) else list(settings)
+    for i, (spec, run, name, settings) in enumerate(zip(specs, runs, names, per_run)):
+        everyone = tuple(range(settings.seeds))
         for fraction in sorted(settings.fractions):
             fdir = run.fraction(fraction) if run is not None else None
             where = str(fdir.root.resolve()) if fdir is not None else None
@@ -424,6 +427,7 @@ def train_runs(
     task_fn: Callable = run_task,
     before_start: Callable[[], None] | None = None,
     matched: Sequence[Any] | None = None,
+    trials: Sequence[int] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every spec (into its run directory ``outs[i]``, or in memory when None) on one split
     of ``data``; the results per spec (``{spec, settings, data, split, fractions}``), in order.
@@ -433,7 +437,8 @@ def train_runs(
     new, empty or symfw's; then each run folder is locked (:class:`~symfw.core.runs.FolderLock`,
     held until this returns) and only then checked for a run already there and started.
     ``before_start`` runs (on rank 0) after those checks, before the locks are taken.
-    ``matched``: per spec, its :class:`~symfw.core.matching.MatchedInit` (or None).
+    ``matched``: per spec, its :class:`~symfw.core.matching.MatchedInit` (or None). ``trials``: per
+    spec, its seed replica (``RunSettings.trial``; default 0: the same member seeds for every spec).
 
     ``executor`` runs the tasks (:class:`LocalExecutor` by default); ``task_fn(task, data)``
     trains one (:func:`run_task`; replaceable, e.g. to wrap it). ``on_epoch`` reaches the
@@ -454,6 +459,9 @@ def train_runs(
         raise UsageError("vectorize yes: data-parallel training trains one member at a time")
     device = str(parallel.device if parallel is not None else resolve_device(device) if isinstance(device, str) else device)
     names = list(names) if names is not None else [s.name for s in specs]
+    if trials is not None and len(trials) != len(specs):
+        raise UsageError(f"trials: one seed replica per spec, got {len(trials)} for {len(specs)} specs")
+    per_run = [settings if not t else replace(settings, trial=t) for t in (trials or [0] * len(specs))]
     split = split if split is not None else prepare_split(data, settings, registry)
     data_record = {"data": data.describe(), "split": split.describe()}
     members = 1 if executor.split_members else settings.seeds
@@ -479,23 +487,24 @@ def train_runs(
         started = [run.root for run in runs if run is not None and run.started]
         if started and not resume:
             raise UsageError(f"{started[0]} already holds a run; pass --resume to continue it or choose another --out")
-        for spec, run in zip(specs, runs):
+        for spec, run, run_settings in zip(specs, runs, per_run):
             if run is not None:
-                run.start(spec, settings.record(), data_record, resume)
+                run.start(spec, run_settings.record(), data_record, resume)
 
     try:
         _on_main(parallel, start)
-        return _train_started(specs, runs, names, data, settings, split, data_record, outs, executor, device,
+        return _train_started(specs, runs, names, data, per_run, split, data_record, outs, executor, device,
                               vectorize, registry, on_epoch, on_task, dtype, parallel, task_fn, matched)
     finally:
         for lock in locks:
             lock.release()
 
 
-def _train_started(specs, runs, names, data, settings, split, data_record, outs, executor, device, vectorize,
+def _train_started(specs, runs, names, data, per_run, split, data_record, outs, executor, device, vectorize,
                    registry, on_epoch, on_task, dtype, parallel, task_fn, matched) -> list[dict[str, Any]]:
     """The rest of :func:`train_runs`, its run folders locked and started: plan, train, gather."""
-    tasks = plan_tasks(specs, runs, names, settings, split, executor.split_members, device, vectorize, dtype, matched)
+    settings = per_run[0]  # what every spec shares (seeds, fractions, cuts); only the seed replica differs
+    tasks = plan_tasks(specs, runs, names, per_run, split, executor.split_members, device, vectorize, dtype, matched)
     if executor.in_process:
         fn = partial(task_fn, registry=registry, on_epoch=on_epoch, parallel=parallel, return_files=False)
     else:
@@ -521,7 +530,7 @@ def _train_started(specs, runs, names, data, settings, split, data_record, outs,
         if fdir is None:
             return None
         if not fdir.done and all(d.done for d in _member_dirs(fdir, settings.seeds)):
-            return merge_members(spec, settings, split, fraction, fdir, data, device, registry)
+            return merge_members(spec, per_run[i], split, fraction, fdir, data, device, registry)
         return fdir.results() if fdir.done else None
 
     results, missing = [], 0
@@ -529,7 +538,8 @@ def _train_started(specs, runs, names, data, settings, split, data_record, outs,
         fractions = [_on_main(parallel, lambda f=f: gather(i, spec, run, f)) for f in sorted(settings.fractions)]
         missing += sum(f is None for f in fractions)
         if all(f is not None for f in fractions):
-            result = M.jsonable({"spec": spec.name, "settings": settings.record(), **data_record, "fractions": fractions})
+            result = M.jsonable({"spec": spec.name, "settings": per_run[i].record(), **data_record,
+                                 "fractions": fractions})
             if run is not None:
                 _on_main(parallel, lambda run=run, result=result: run.write_results(result))
             results.append(result)

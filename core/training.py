@@ -74,7 +74,9 @@ class RunSettings:
     order. ``train_pt_max`` restricts training and validation to events whose breaking
     variable — that of the context ``cut_context``, leading-particle pT by default — is below
     it (the extrapolation protocol); the test split keeps every event. ``matched_init``: the
-    compared specs start as one function (:mod:`symfw.core.matching`; ``compare --matched-init``). ``compile``: run the
+    compared specs start as one function (:mod:`symfw.core.matching`; ``compare --matched-init``). ``trial``: a
+    seed replica — members initialise and shuffle from ``member_seeds(seed, seeds, trial)`` while the data and the
+    split stay those of ``seed`` (``compare --lam-grid`` gives specs without a penalty such replicas). ``compile``: run the
     training step through ``torch.compile`` (True), eagerly (False), or where that pays (None,
     :func:`compile_by_default`); compiled float32 steps round differently in the last bits.
     """
@@ -89,6 +91,7 @@ class RunSettings:
     cut_context: str = "leading-pt"
     matched_init: bool = False
     compile: bool | None = None
+    trial: int = 0
 
     def __post_init__(self):
         if self.seeds < 1:
@@ -106,6 +109,8 @@ class RunSettings:
             raise UsageError(f"events must be >= 1, got {self.events}")
         if self.train_pt_max is not None and not (self.train_pt_max > 0 and math.isfinite(self.train_pt_max)):
             raise UsageError(f"train_pt_max must be a positive number of GeV, got {self.train_pt_max:g}")
+        if not (isinstance(self.trial, int) and 0 <= self.trial < 2**16):
+            raise UsageError(f"trial must be an integer in [0, 65536), got {self.trial!r}")
         if self.compile not in (None, True, False):
             raise UsageError(f"compile must be true, false or unset (where it pays), got {self.compile!r}")
 
@@ -122,6 +127,8 @@ class RunSettings:
         out = asdict(self)
         out["fractions"] = list(self.fractions)
         out["split"] = list(self.split)
+        if self.trial == 0:  # the seeds every run has had: records (and resumed runs) of before replicas match
+            del out["trial"]
         return out
 
 
@@ -136,9 +143,10 @@ def penalty_seed(seeds: Sequence[int], epoch: int) -> int:
     return derive_seed(*seeds, 2, epoch)
 
 
-def member_seeds(base_seed: int, n: int) -> list[int]:
-    """Member seeds for base seed ``base_seed``; member m's seed does not depend on n."""
-    return [derive_seed(base_seed, 1, m) for m in range(n)]
+def member_seeds(base_seed: int, n: int, trial: int = 0) -> list[int]:
+    """Member seeds for base seed ``base_seed``; member m's seed does not depend on n. ``trial`` > 0
+    draws another set of member seeds (a seed replica, :class:`RunSettings`), independent of trial 0's."""
+    return [derive_seed(base_seed, 1, m) if trial == 0 else derive_seed(base_seed, 1, m, 3, trial) for m in range(n)]
 
 
 def resolve_device(name: str) -> torch.device:
@@ -851,7 +859,7 @@ def train_ensemble(
                 directory.write_metrics(ckpt.history)
             if on_epoch is not None:
                 on_epoch({**record, "epochs": cfg.epochs, "spec": spec.name, "fraction": job.split.fraction,
-                          "lr": cfg.lr, "primary": task.primary})
+                          "lr": cfg.lr, "lam": {p.name: p.lam for p in spec.penalties}, "primary": task.primary})
 
     def final() -> dict[str, Any]:
         results = final_results(job, task, ens, tensors, ckpt, parallel.world_size if parallel is not None else 1)

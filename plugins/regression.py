@@ -81,6 +81,8 @@ class Regression(Task):
         return mean, self.scale
 
     def loss(self, output, target, weight):
+        if self.options.targets == 1:  # a one-output model gives (…, B), the targets are (B, 1)
+            output = output.unsqueeze(-1)
         scale = self.scale.to(output) if self.scale is not None else 1.0
         r = (output - target) / scale
         per = r**2 if self.options.loss == "mse" else F.huber_loss(r, torch.zeros_like(r), reduction="none", delta=self.options.delta)

@@ -5,7 +5,7 @@
 #   study/run.sh medium [STUDY...]   # the size docs/study.md reports (~1 hour of one core)
 #   study/run.sh paper  [STUDY...]   # the papers' settings (100 epochs, 5 seeds, 20k/100k events): many hours here
 #
-# STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution jets jets-spurions jets-table
+# STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-spurions jets-table
 # (default: all but the fig4lr and jets ones, in that order; the jets ones need symfw[jets]: Pythia 8 + FastJet).
 # Runs go to runs/study/<mode>/ (resumable: rerunning continues where it stopped); figures are
 # copied to docs/study/<mode>/; each step's table is kept in runs/study/<mode>/<step>.table.txt
@@ -16,9 +16,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-quick}
 shift || true
-STUDIES=${*:-fig4 fig6 appA appC seal spurions resolution}
+STUDIES=${*:-fig4 fig6 appA appC seal seal-toy spurions resolution}
 SYMFW=${SYMFW:-.venv/bin/symfw}
 case "$MODE" in
+  # seal-toy (SEAL Fig. 1): events, epochs, seeds, boosts of the data (rapidity along z), the λ grid
+  quick)  TOY=(1000 5 1 "0 6" 0.01) ;;&
+  medium) TOY=(2000 8 2 "0 6" 0.0001,0.001,0.01) ;;&
+  paper)  TOY=(20000 50 5 "0 1 2 3 4 5 6 7 8" 0.0001,0.001,0.01,0.1) ;;&
   quick)  SMALL=6000;  LARGE=10000;  EPOCHS=6;   SEEDS=2; FRACS=0.2,0.5,1.0;            DIAG=1000;  RES="0 0.2"; SLOPES="0.004"; JETS=2000; QG_JETS=2000; JET_EPOCHS=4 ;;
   medium) SMALL=20000; LARGE=40000;  EPOCHS=25;  SEEDS=3; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=3000;  RES="0 0.1 0.2"; SLOPES="0.002 0.004"; JETS=20000; QG_JETS=10000; JET_EPOCHS=15 ;;
   paper)  SMALL=20000; LARGE=100000; EPOCHS=100; SEEDS=5; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=10000; RES="0 0.05 0.1 0.15 0.2"; SLOPES="0.002 0.004"; JETS=100000; QG_JETS=100000; JET_EPOCHS=50 ;;
@@ -63,6 +67,24 @@ for study in $STUDIES; do
     step seal-invariance $SYMFW diagnose invariance "$OUT/seal" --events "$DIAG" --out "$OUT/seal-invariance" --quiet
     step seal-extrapolation $SYMFW compare pfn pfn-seal-group pfn-seal-infinitesimal --data zmumu --events "$LARGE" \
       --train-pt-max 50 "${COMMON[@]}" --out "$OUT/seal-extrapolation" ;;
+  seal-toy)  # SEAL Fig. 1: regress y = P·P + (s·P)² from data boosted along z by η, the symmetry exact (ε = 0)
+             # and broken by the spurion s = (0, 0, 0, 1e-3); λ of each penalty chosen on validation, equal budgets
+    S=study/specs
+    for case in exact broken; do
+      eps=0; [ $case = broken ] && eps=1e-3
+      for boost in ${TOY[3]}; do
+        file=$OUT/seal-toy-$case-$boost.npz
+        [ -e "$file" ] || $SYMFW data generate seal-toy --events "${TOY[0]}" --seed 1 --set "boost=$boost" \
+          --set "spurion=$eps" --out "$file" --quiet > /dev/null
+        step "seal-toy-$case-$boost" $SYMFW compare $S/seal-toy-pfn.toml $S/seal-toy-pfn-seal-group.toml \
+          $S/seal-toy-pfn-seal-infinitesimal.toml $S/seal-toy-invariant.toml --data "$file" --lam-grid "${TOY[4]}" \
+          --seed 1 --seeds "${TOY[2]}" --epochs "${TOY[1]}" --jobs 2 --threads 1 --resume --quiet \
+          --out "$OUT/seal-toy-$case-$boost"
+      done
+    done
+    .venv/bin/python study/seal_toy.py "$OUT" --boosts "${TOY[3]}" --figure "$FIG/seal-toy-fig1.png" \
+      > "$OUT/seal-toy.table.md"
+    cat "$OUT/seal-toy.table.md" ;;
   spurions)  # spurions vs the input method (same information), and the task's true residual symmetry
     step spurions $SYMFW compare invariant invariant-spurions invariant-input longitudinal-invariant pfn \
       --data zmumu --events "$SMALL" "${COMMON[@]}" --out "$OUT/spurions" ;;
@@ -130,7 +152,7 @@ for study in $STUDIES; do
     step jets-seal-extrapolation $SYMFW compare pfn-jets pfn-jets-seal-group pfn-jets-seal-infinitesimal \
       --train-pt-max 600 --cut-context system-pt --data "$JETS_FILE" "${JET_COMMON[@]}" \
       --out "$OUT/jets-seal-extrapolation" ;;
-  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal spurions resolution jets jets-spurions jets-table" >&2; exit 2 ;;
+  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-spurions jets-table" >&2; exit 2 ;;
   esac
 done
 echo "== done: tables in $OUT/*.table.txt, times in $OUT/times.txt, figures in $FIG" >&2

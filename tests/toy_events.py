@@ -5,6 +5,8 @@ mass spectrum. Both boosted along z and in the transverse plane by random amount
 classes differ in the pair mass and a network learns it in a few epochs.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -61,3 +63,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def comparable(summary):
+    """A compare.json less what differs between identical runs: wall-clock times and plot paths."""
+    out = json.loads(json.dumps(summary))
+    out.pop("plots", None)
+    for row in out["rows"]:
+        row.pop("train_time_s")
+    return out

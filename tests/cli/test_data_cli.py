@@ -81,7 +81,7 @@ def test_bad_generate_input_is_one_line_and_exit_2(runner, cli, tmp_path, extra,
     "args, message",
     [
         (["data", "generate", "zmumu", "--out", "x.txt"], "Error: --out x.txt: unknown file type '.txt'"),
-        (["data", "generate", "zmumuu", "--out", "x.npz"], "Error: unknown dataset 'zmumuu'; known: jets, zmumu"),
+        (["data", "generate", "zmumuu", "--out", "x.npz"], "Error: unknown dataset 'zmumuu'; known: jets, seal-toy, zmumu"),
         (["data", "generate", "zmumu", "--out", "x.npz", "--seed", "-1"], "Error: --seed must be >= 0, got -1"),
     ],
 )

@@ -461,7 +461,7 @@ OPTIONS = {
         "--train-pt-max", "--threads", "--ddp")},
     ("train", "--chunk-events"): lambda out: [*TRAIN, "--stream", "--out", out],
     **{("compare", o): lambda out: ["compare", "tiny.toml", "tiny.toml", "--data", "toy.npz", "--seeds", "1", "-q",
-                                    "--out", out] for o in ("--retries", "--jobs", "--lr-grid")},
+                                    "--out", out] for o in ("--retries", "--jobs", "--lr-grid", "--lam-grid")},
     ("build", "--lam"): lambda out: ["build", "--preset", "pfn-seal-group"],
     ("build", "--classes"): lambda out: ["build", "--preset", "pfn", "--task", "multiclass"],
     **{("data generate", o): lambda out: ["data", "generate", "zmumu", "--events", "200", "-q", "--out", out + ".npz"]
@@ -470,7 +470,7 @@ OPTIONS = {
                                      "--rapidities", "0,1", "--json"] for o in ("--events", "--seed", "--fraction",
                                                                                   "--rapidities")},
 }
-LISTS = {"--fractions", "--lr-grid", "--rapidities"}
+LISTS = {"--fractions", "--lr-grid", "--lam-grid", "--rapidities"}
 
 
 @PROPERTY

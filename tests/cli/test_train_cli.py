@@ -9,6 +9,7 @@ from toy_events import one_thread, toy_events  # noqa: F401 - one_thread: autous
 
 import symfw
 from symfw.core.data import save_events
+from symfw.core.spec import PenaltyRef
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,16 @@ def one_line_exit_2(result, starts):
         (["compare", "pfn", "hybrid", "--lr-grid", "1e-3,0"], "Error: the learning-rate grid needs positive finite"),
         (["compare", "pfn", "hybrid", "--lr-grid", "1e-3,1.0000001e-3"], "Error: the learning-rate grid has values too"),
         (["compare", "pfn", "hybrid", "--lr-grid", "1e-3", "--lr", "1e-3"], "Error: --lr and --lr-grid exclude"),
+        (["compare", "pfn", "pfn-seal-group", "--lam-grid", ""], "Error: --lam-grid: give comma-separated numbers"),
+        (["compare", "pfn", "pfn-seal-group", "--lam-grid", "1,x"], "Error: --lam-grid: 'x' is not a number"),
+        (["compare", "pfn", "pfn-seal-group", "--lam-grid", "1,-1"],
+         "Error: the λ grid (--lam-grid) needs finite numbers >= 0, got -1"),
+        (["compare", "pfn", "pfn-seal-group", "--lam-grid", "nan"], "Error: the λ grid (--lam-grid) needs finite"),
+        (["compare", "pfn", "pfn-seal-group", "--lam-grid", "0.1,inf"], "Error: the λ grid (--lam-grid) needs finite"),
+        (["compare", "pfn", "pfn-seal-group", "--lam-grid", "1,0.1,1"], "Error: the λ grid (--lam-grid) gives 1 more"),
+        (["compare", "pfn", "hybrid", "--lam-grid", "1"], "Error: --lam-grid chooses the λ of penalties, and none"),
+        (["compare", "pfn", "pfn-seal-group", "--lam-grid", "1", "--matched-init"],
+         "Error: --lam-grid and --matched-init do not combine"),
         (["train", "pfn", "--schedule", "warm"], "Error: --schedule: Input should be 'constant' or 'cosine'"),
         (["compare", "pfn", "hybrid", "--schedule", "linear"], "Error: --schedule: Input should be 'constant'"),
         (["compare", "pfn", "invariant", "--events", "300", "--matched-init"],
@@ -170,6 +181,27 @@ def test_compare_with_an_lr_grid_keeps_the_best_validation_run_per_spec(runner, 
     models = json.loads(diag.stdout)["models"]
     assert [m["label"] for m in models] == ["invariant", "small-hybrid"]
     assert models[1]["summary"]["K·n̂"]["dlogit"] > 1e-9
+
+
+def test_compare_with_a_lam_grid_shows_the_chosen_lam_and_every_trial(runner, cli, toy_file, small_spec, tmp_path):
+    sealed = tmp_path / "sealed.toml"
+    spec = symfw.load_spec(small_spec)
+    symfw.write_spec(spec.model_copy(update={"name": "sealed", "penalties": [PenaltyRef(name="seal-infinitesimal")]}),
+                     sealed)
+    out = tmp_path / "lam"
+    result = runner.invoke(
+        cli,
+        ["compare", str(small_spec), str(sealed), "--data", str(toy_file), "--epochs", "1", "--seeds", "1",
+         "--batch-size", "64", "--lam-grid", "3,0.3", "--device", "cpu", "--out", str(out), "--quiet"],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "compare.json").read_text())
+    entry = summary["selection"]["specs"]["sealed"]
+    assert [t["lam"] for t in entry["trials"]] == [0.3, 3.0]
+    assert entry["lam"] == max(entry["trials"], key=lambda t: t["val_auc"])["lam"]
+    assert len(summary["selection"]["specs"]["small-hybrid"]["trials"]) == 2  # the same budget: two seed replicas
+    assert "λ (chosen)" in result.stdout and "λ chosen on validation: 2 trainings per spec" in result.stdout
+    assert f"{entry['lam']:g}" in result.stdout.split("λ chosen on validation")[0]
 
 
 def test_compare_with_invariance_reports_the_ratio_to_the_first_spec(runner, cli, toy_file, tmp_path):

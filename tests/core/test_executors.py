@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from toy_events import one_thread, toy_events  # noqa: F401 - one_thread: autouse fixture
+from toy_events import comparable, one_thread, toy_events  # noqa: F401 - one_thread: autouse fixture
 
 import symfw
 from symfw.core import executors as X
@@ -38,15 +38,6 @@ def data():
 @pytest.fixture(scope="module")
 def specs():
     return [small("invariant"), small("pfn")]
-
-
-def comparable(summary):
-    """compare.json less wall-clock times and plot paths."""
-    out = json.loads(json.dumps(summary))
-    out.pop("plots", None)
-    for row in out["rows"]:
-        row.pop("train_time_s")
-    return out
 
 
 def train_specs(specs, names, data, settings, out, **kwargs):

@@ -199,3 +199,18 @@ def test_each_task_combines_its_members_as_its_prediction_pools_them():
     regression = reg.get("task", "regression")()
     y = rng.normal(size=(2, 10, 4))
     np.testing.assert_allclose(regression.combine(y), y.mean(0))
+
+
+def test_a_one_target_regression_loss_pairs_each_event_with_its_own_target():
+    from symfw.plugins.regression import Regression
+
+    task = Regression(Regression.Options(targets=1))
+    target = torch.tensor([[1.0], [2.0], [4.0]], dtype=torch.float64)
+    weight = torch.ones(3, dtype=torch.float64)
+    task.prepare(target, weight)  # σ of (1, 2, 4)
+    output = torch.tensor([1.5, 2.0, 3.0], dtype=torch.float64)  # a one-output model gives (B,)
+    expected = ((output - target[:, 0]) ** 2).mean() / task.scale[0] ** 2
+    assert float(task.loss(output, target, weight)) == pytest.approx(float(expected))
+    members = torch.stack([output, target[:, 0]])  # an ensemble: (M, B); the second member is exact
+    assert task.loss(members, target, weight).tolist() == pytest.approx([float(expected), 0.0])
+    assert task.metrics(output.numpy(), target.numpy(), weight.numpy())["loss"] == pytest.approx(float(expected))
