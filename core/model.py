@@ -53,7 +53,8 @@ class SubnetModule(nn.Module):
         in_features = self._features(particles).shape[-1] if self.consumes == "features" else (
             4 + particles.channels.shape[-1]
         )
-        self.encoder: Encoder = enc_cls(_options(enc_cls, subnet.encoder), in_features, latent_dim)
+        extra = {"components": particles.components.shape[-1]} if self.consumes == "particles" and enc_cls.reads_components else {}
+        self.encoder: Encoder = enc_cls(_options(enc_cls, subnet.encoder), in_features, latent_dim, **extra)
 
     def _features(self, particles: Particles) -> torch.Tensor:
         if self.invariants is not None:
