@@ -204,3 +204,30 @@ def test_cli_trains_pelican_jets_input_on_a_jet_file(runner, cli, tmp_path):
     line = [x for x in result.stderr.splitlines() if x.startswith("residual group: ")][0]
     assert line == ("residual group: so2-z = lorentz (the spec's group) ∩ lorentz (invariant subnet pelican) "
                     "∩ so2-z (input transform input)")
+
+
+def test_a_transform_that_adds_particles_without_components_works_alone_and_is_named_after_the_input_method():
+    from symfw.core.errors import SpecError
+    from symfw.core.interfaces import InputTransform
+    from symfw.core.registry import load_registry
+
+    class AddTime(InputTransform):  # written before Particles had components: extends p4, mask, channels only
+        name = "add-time-test"
+
+        def __call__(self, particles):
+            b, n = particles.p4.shape[:2]
+            return particles.replace(
+                p4=torch.cat([particles.p4, particles.p4.new_tensor([1.0, 0, 0, 0]).expand(b, 1, 4)], 1),
+                mask=torch.cat([particles.mask, particles.mask.new_ones(b, 1)], 1),
+                channels=torch.cat([particles.channels, particles.channels.new_zeros(b, 1, particles.channels.shape[-1])], 1),
+            )
+
+    reg = load_registry()
+    reg.add("inputs", AddTime, "test", "test")
+    spec = symfw.load_spec("pelican-jets", registry=reg).model_copy(update={"n_particles": 4}, deep=True)
+    spec = symfw.resolve_spec({**spec.model_dump(), "inputs": [{"name": "add-time-test"}]}, registry=reg)
+    p4, mask = jets(4, 4)
+    assert symfw.build_model(spec, reg).double()(p4, mask).shape == (4,)  # empty components are resized
+    spec = symfw.resolve_spec({**spec.model_dump(), "inputs": [{"name": "input"}, {"name": "add-time-test"}]}, registry=reg)
+    with pytest.raises(SpecError, match="input transform 'add-time-test' hands on 5 particles but 4 rows of Particles.components"):
+        symfw.build_model(spec, reg)
