@@ -231,3 +231,29 @@ def test_a_transform_that_adds_particles_without_components_works_alone_and_is_n
     spec = symfw.resolve_spec({**spec.model_dump(), "inputs": [{"name": "input"}, {"name": "add-time-test"}]}, registry=reg)
     with pytest.raises(SpecError, match="input transform 'add-time-test' hands on 5 particles but 4 rows of Particles.components"):
         symfw.build_model(spec, reg)
+
+
+def test_no_tensor_of_a_training_step_is_larger_than_a_few_pair_planes_per_channel():
+    """Memory stays bounded at jet size: the largest tensor any operation of a forward and backward
+    pass produces has at most B·N·N·max(F, H) entries (F input pair channels, H the widest layer),
+    never the B·N·N·10·F of the concatenated aggregations."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Largest(TorchDispatchMode):
+        numel = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    Largest.numel = max(Largest.numel, t.numel())
+            return out
+
+    B, N = 4, 32
+    m = model("pelican-jets-input", n=N, dtype=torch.float32, products="all").train()
+    p4, mask = jets(B, N, dtype=torch.float32, mass=5.0)
+    F, H = 1 + 4 + 1, max(m.invariant.encoder.options.hidden)
+    with Largest():
+        m(p4, mask).sum().backward()
+    assert Largest.numel <= B * N * N * max(F, H), Largest.numel
+    assert Largest.numel >= B * N * N * H  # the bound is tight: the layer's own output
