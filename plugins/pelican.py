@@ -23,9 +23,9 @@ transformations fixing the components; the input transform declares that subgrou
 
 from __future__ import annotations
 
-import torch
 from typing import Literal
 
+import torch
 from pydantic import Field, field_validator
 from torch import nn
 
