@@ -76,6 +76,9 @@ class EquivariantLayers(nn.Module):
         self.hidden_sizes = list(hidden)
         widths = [in_features, *hidden]
         self.linears = nn.ModuleList(nn.Linear(N_AGGREGATIONS * a, b) for a, b in zip(widths, widths[1:]))
+        # for matched initialisation: forward's x holds the first Linear's features, its weight is
+        # one block of them per aggregation
+        self.blockwise_inputs = {"linears.0": N_AGGREGATIONS}
 
     def forward(self, x: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
         x = x * (node[:, :, None, :] * node[:, None, :, :])  # each layer's output stays zero at padded pairs

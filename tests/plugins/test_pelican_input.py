@@ -174,14 +174,25 @@ def test_the_encoder_passes_the_plugin_kit():
     assert check_encoder(Pelican, {"hidden": [4]})["parameters"] > 0
 
 
-def test_matched_init_refuses_pelican_with_and_without_the_input_method():
+def test_matched_init_starts_pelican_with_and_without_the_input_method_as_one_function():
     from symfw.core.errors import SpecError
-    from symfw.core.matching import matched_models
+    from symfw.core.matching import first_batch_difference, matched_models
 
-    specs = [symfw.load_spec(n).model_copy(update={"n_particles": 4}) for n in ("pelican-jets", "pelican-jets-input")]
-    p4, mask = jets(8, 4)
-    with pytest.raises(SpecError, match="its weight is used in pieces"):
-        matched_models(specs, 0, p4, mask)
+    specs = [symfw.load_spec(n).model_copy(update={"n_particles": 6}) for n in ("pelican-jets", "pelican-jets-input")]
+    p4, mask = jets(32, 6, mass=1.0)
+    models, [match] = matched_models(specs, 0, p4, mask)
+    assert match.name == "invariant.encoder.layers.linears.0" and match.widths == [2, 4]
+    assert match.columns == [[0, 1], [0, 3]]  # d_ij and δ_ij; E_i E_j and pz_i pz_j are new
+    w = models[1].invariant.encoder.layers.linears[0].weight.view(16, 10, 4)  # (H, aggregation, channel)
+    ref = models[0].invariant.encoder.layers.linears[0].weight.view(16, 10, 2)
+    assert torch.equal(w[:, :, [0, 3]], ref) and (w[:, :, 1:3] == 0).all()  # every aggregation's block
+    with torch.no_grad():
+        first = [m.train()(p4, mask) for m in models]
+    torch.testing.assert_close(first[1], first[0], rtol=1e-12, atol=1e-12)  # one function in float64
+    assert first_batch_difference(specs, [0, 1], p4.float(), mask)["first_batch_max_difference"] < 1e-4
+    spurions = [specs[0], symfw.load_spec("pelican-jets-spurions").model_copy(update={"n_particles": 6})]
+    with pytest.raises(SpecError, match="sees a different number of rows"):  # two more particles
+        matched_models(spurions, 0, p4, mask)
 
 
 # --------------------------------------------------------------------------- from the CLI
