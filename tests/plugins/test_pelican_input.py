@@ -198,7 +198,8 @@ def test_matched_init_starts_pelican_with_and_without_the_input_method_as_one_fu
 # --------------------------------------------------------------------------- from the CLI
 
 
-def test_cli_trains_pelican_jets_input_on_a_jet_file(runner, cli, tmp_path):
+@pytest.fixture(scope="module")
+def jet_file(tmp_path_factory):
     rng = np.random.default_rng(0)
     n, n_part = 64, 16
     p3 = rng.normal(size=(n, n_part, 3)) * np.array([5.0, 5.0, 50.0])
@@ -206,8 +207,23 @@ def test_cli_trains_pelican_jets_input_on_a_jet_file(runner, cli, tmp_path):
     mask = np.arange(n_part)[None] < rng.integers(4, n_part + 1, n)[:, None]
     data = EventData(p4=(p4 * mask[..., None]).astype(np.float32), label=rng.integers(0, 2, n), mask=mask,
                      weight=np.ones(n))
-    save_events(data, tmp_path / "jets.npz")
-    result = runner.invoke(cli, ["train", "pelican-jets-input", "--data", str(tmp_path / "jets.npz"), "--epochs", "1",
+    path = tmp_path_factory.mktemp("jets") / "jets.npz"
+    save_events(data, path)
+    return path
+
+
+def test_cli_compares_pelican_with_and_without_the_input_method_matched(runner, cli, tmp_path, jet_file):
+    import json
+
+    result = runner.invoke(cli, ["compare", "pelican-jets", "pelican-jets-input", "--data", str(jet_file), "--epochs", "1",
+                                 "--batch-size", "16", "--matched-init", "--out", str(tmp_path / "cmp"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    matched = json.loads((tmp_path / "cmp" / "compare.json").read_text())["matched_init"]
+    assert matched["first_batch_max_difference"] < 1e-4 and matched["input_layers"][0]["common_features"] == 2
+
+
+def test_cli_trains_pelican_jets_input_on_a_jet_file(runner, cli, tmp_path, jet_file):
+    result = runner.invoke(cli, ["train", "pelican-jets-input", "--data", str(jet_file), "--epochs", "1",
                                  "--batch-size", "16", "--out", str(tmp_path / "run"), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "test AUC" in result.stdout
