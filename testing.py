@@ -176,14 +176,19 @@ def check_combiner(
 def check_encoder(
     cls: type[Encoder], options: dict[str, Any] | None = None, in_features: int = 4, latent_dim: int = 16
 ) -> dict[str, Any]:
-    """The encoder maps its input to (B, latent_dim) with gradients to every parameter."""
+    """The encoder maps its input to (B, latent_dim) with gradients to every parameter (an encoder
+    that ``reads_components`` gets two input-method components per particle)."""
     torch.manual_seed(0)
-    enc = cls(cls.Options(**(options or {})), in_features=in_features, latent_dim=latent_dim)
+    reads = cls.consumes == "particles" and cls.reads_components
+    extra = {"components": 2} if reads else {}
+    enc = cls(cls.Options(**(options or {})), in_features=in_features, latent_dim=latent_dim, **extra)
     if cls.consumes == "particles":
         p4 = random_events(32, 3, dtype=torch.float32)
         x = Particles.from_p4(p4)
         if in_features > 4:
             x = x.replace(channels=torch.zeros(32, 3, in_features - 4))
+        if reads:
+            x = x.replace(components=p4[..., [0, 3]])
     else:
         x = torch.randn(32, in_features)
     out = enc(x)
@@ -201,7 +206,7 @@ def check_input_transform(
 
     ``keeps`` is checked the way a model uses it: a Lorentz-invariant function of everything the
     transform hands on — the Minkowski products of its p4 (spurions included), its channels and
-    its scalars — must, as a function of the original particles, be invariant (float64) under
+    its scalars and components — must, as a function of the original particles, be invariant (float64) under
     random elements of the declared group.
     """
     t = _instance(transform, options) if isinstance(transform, type) else transform
@@ -214,13 +219,15 @@ def check_input_transform(
     assert out.p4.shape[0] == 64 and out.p4.shape[-1] == 4, f"p4 must stay (B, N', 4), got {tuple(out.p4.shape)}"
     assert out.mask.shape == out.p4.shape[:2] and out.channels.shape[:2] == out.p4.shape[:2], "mask/channels must match p4"
     assert out.scalars.shape[0] == 64, f"scalars must be (B, S), got {tuple(out.scalars.shape)}"
+    assert out.components.shape[:2] == out.p4.shape[:2], "components must be (B, N', K), one row per particle"
     again = t(Particles.from_p4(p4, mask))
     assert torch.equal(again.p4, out.p4) and torch.equal(again.scalars, out.scalars), "transform is not deterministic"
 
     def seen(x, m):
         after = t(Particles.from_p4(x, m))
         pair = after.mask[:, :, None] & after.mask[:, None, :]
-        return torch.cat([(pairwise_mdot(after.p4) * pair).flatten(1), after.channels.flatten(1), after.scalars], -1)
+        return torch.cat([(pairwise_mdot(after.p4) * pair).flatten(1), after.channels.flatten(1), after.scalars,
+                          after.components.flatten(1)], -1)
 
     worst = assert_invariant(seen, keeps, p4, mask, rng=torch.Generator().manual_seed(0))
     return {"keeps": keeps.name, "deviation": worst}

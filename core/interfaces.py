@@ -66,12 +66,22 @@ class Particles:
               one-hot spurion label); C may be 0.
     scalars:  (B, S) extra event-level scalars for the invariant subnet (the "input method");
               S may be 0.
+    components: (B, N, K) per-particle non-invariant components (the input method's quantities,
+              e.g. E and pz), zero for padding; an encoder on particles that declares
+              ``reads_components`` (PELICAN) turns them into pair channels c_a(p_i)·c_a(p_j).
+              K may be 0 (the default: an empty tensor).
     """
 
     p4: torch.Tensor
     mask: torch.Tensor
     channels: torch.Tensor
     scalars: torch.Tensor
+    components: torch.Tensor | None = None
+
+    def __post_init__(self):
+        if self.components is None:
+            b, n, _ = self.p4.shape
+            object.__setattr__(self, "components", self.p4.new_zeros(b, n, 0))
 
     @classmethod
     def from_p4(cls, p4: torch.Tensor, mask: torch.Tensor | None = None) -> "Particles":
@@ -83,6 +93,7 @@ class Particles:
             mask=mask,
             channels=p4.new_zeros(b, n, 0),
             scalars=p4.new_zeros(b, 0),
+            components=p4.new_zeros(b, n, 0),
         )
 
     def replace(self, **changes: Any) -> "Particles":
@@ -296,11 +307,14 @@ class Encoder(Component, nn.Module):
     ``consumes`` is ``"particles"`` (forward receives a :class:`Particles`; per-particle input
     width ``in_features`` = 4 + channels) or ``"features"`` (forward receives a (B, F) tensor
     from an invariant map, plus the input-method scalars). Constructed as
-    ``Encoder(options, in_features=F, latent_dim=L)``.
+    ``Encoder(options, in_features=F, latent_dim=L)``; an encoder on particles that declares
+    ``reads_components = True`` is constructed with ``components=K`` too, the width of
+    :attr:`Particles.components` (the input method's per-particle quantities).
     """
 
     kind = "encoder"
     consumes: ClassVar[str] = "features"
+    reads_components: ClassVar[bool] = False
 
     def __init__(self, options: Options, in_features: int, latent_dim: int):
         nn.Module.__init__(self)

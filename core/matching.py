@@ -21,6 +21,13 @@ For specs ``a₀, a₁, …`` (the first is the source of the weights) and one s
 The models' outputs on the probe then agree to rounding; :func:`first_batch_difference` measures
 it. Spurions appended as extra *particles* of a particle encoder change the number of rows an
 input layer sees, not its columns: such specs cannot be matched and are refused.
+
+A Linear applied blockwise (PELICAN's 2→2 layer applies one (H, F) block of its weight per
+aggregation, never the module) is matched when a module above it declares
+``blockwise_inputs = {"relative.name": k}``: that module's first argument holds the layer's F
+input features, and its weight is k blocks of F columns (block b, feature c: column b·F + c);
+each block is matched as the features are. PELICAN with and without the input method's pair
+channels are matched this way (the channels E_i E_j, pz_i pz_j start at zero weight).
 """
 
 from __future__ import annotations
@@ -90,13 +97,29 @@ def _input_layers(specs: Sequence[Spec], models: Sequence[nn.Module]) -> list[st
     return layers
 
 
+def _blocks(modules: dict[str, nn.Module], name: str) -> tuple[str, int]:
+    """(the module whose first argument holds layer ``name``'s features, the number of weight
+    blocks): the layer itself and 1, unless a module above it declares ``blockwise_inputs``."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        owner, rel = ".".join(parts[:cut]), ".".join(parts[cut:])
+        blocks = getattr(modules.get(owner), "blockwise_inputs", {})
+        if rel in blocks:
+            return owner, int(blocks[rel])
+    return name, 1
+
+
 def _layer_inputs(model: nn.Module, layers: Sequence[str], p4, mask) -> dict[str, torch.Tensor]:
     """The inputs of ``layers`` on the probe, flattened to (rows, features)."""
     seen: dict[str, torch.Tensor] = {}
     modules = dict(model.named_modules())
-    hooks = [modules[name].register_forward_pre_hook(
-        lambda _m, args, name=name: seen.setdefault(name, args[0].detach().reshape(-1, args[0].shape[-1])))
-        for name in layers]
+
+    def record(name):
+        def hook(_module, args):  # returns None: the module's arguments stay as they are
+            seen.setdefault(name, args[0].detach().reshape(-1, args[0].shape[-1]))
+        return hook
+
+    hooks = [modules[_blocks(modules, name)[0]].register_forward_pre_hook(record(name)) for name in layers]
     try:
         with torch.no_grad():
             model.eval()(p4, mask)
@@ -157,7 +180,7 @@ def matched_models(specs: Sequence[Spec], seed: int, p4: torch.Tensor, mask: tor
     for name in layers:
         if not all(name in inp for inp in inputs):
             raise _refuse(specs, f"input layer '{name}' is not applied as a module (its weight is used in pieces, "
-                                 "e.g. PELICAN's blockwise layers), so its input features cannot be matched")
+                                 "and no module above it declares blockwise_inputs), so its input features cannot be matched")
         x = [inp[name] for inp in inputs]
         if len({t.shape[0] for t in x}) != 1:
             rows = ", ".join(f"{t.shape[0]} in '{s.name}'" for s, t in zip(specs, x))
@@ -172,10 +195,12 @@ def matched_models(specs: Sequence[Spec], seed: int, p4: torch.Tensor, mask: tor
     with torch.no_grad():
         for match in matches:
             ref_w = dict(models[0].named_modules())[match.name].weight.detach().clone()
-            for model, cols in zip(models, match.columns):
+            blocks = _blocks(dict(models[0].named_modules()), match.name)[1]
+            for model, cols, width in zip(models, match.columns, match.widths):
                 weight = dict(model.named_modules())[match.name].weight
                 weight.zero_()
-                weight[:, cols] = ref_w[:, match.columns[0]]
+                for b in range(blocks):  # one block of the features per aggregation (1: a plain Linear)
+                    weight[:, [b * width + c for c in cols]] = ref_w[:, [b * match.widths[0] + c for c in match.columns[0]]]
     for m in models:
         m.train()
     return models, matches

@@ -36,6 +36,21 @@ def _dummy_event(n_particles: int, dtype=torch.float32) -> tuple[torch.Tensor, t
     return p4, torch.ones(2, n_particles, dtype=torch.bool)
 
 
+def apply_transforms(transforms, particles: Particles) -> Particles:
+    """``particles`` through ``transforms`` in order. A transform that appends particles without
+    extending the (empty) ``components`` gets empty ones of the new size; with components, that
+    is a :class:`SpecError` naming it (found by the assembly's dry run)."""
+    for t in transforms:
+        particles = t(particles)
+        rows, n = particles.components.shape[1], particles.p4.shape[1]
+        if rows != n:
+            if particles.components.shape[-1]:
+                raise SpecError(f"input transform '{t.name}' hands on {n} particles but {rows} rows of "
+                                "Particles.components: it must extend the components for the particles it adds")
+            particles = particles.replace(components=particles.p4.new_zeros(particles.p4.shape[0], n, 0))
+    return particles
+
+
 class SubnetModule(nn.Module):
     """One subnet: an encoder, fed either particles or invariant features."""
 
@@ -53,7 +68,8 @@ class SubnetModule(nn.Module):
         in_features = self._features(particles).shape[-1] if self.consumes == "features" else (
             4 + particles.channels.shape[-1]
         )
-        self.encoder: Encoder = enc_cls(_options(enc_cls, subnet.encoder), in_features, latent_dim)
+        extra = {"components": particles.components.shape[-1]} if self.consumes == "particles" and enc_cls.reads_components else {}
+        self.encoder: Encoder = enc_cls(_options(enc_cls, subnet.encoder), in_features, latent_dim, **extra)
 
     def _features(self, particles: Particles) -> torch.Tensor:
         if self.invariants is not None:
@@ -65,9 +81,7 @@ class SubnetModule(nn.Module):
 
     def transform(self, particles: Particles) -> Particles:
         """The subnet's own input transforms (after the model's)."""
-        for t in self.transforms:
-            particles = t(particles)
-        return particles
+        return apply_transforms(self.transforms, particles)
 
     def forward(self, particles: Particles) -> torch.Tensor:
         particles = self.transform(particles)
@@ -141,10 +155,7 @@ class SymfwModel(nn.Module):
 
     # -- pieces ------------------------------------------------------------------------
     def transform_inputs(self, p4: torch.Tensor, mask: torch.Tensor | None = None) -> Particles:
-        particles = Particles.from_p4(p4, mask)
-        for t in self.transforms:
-            particles = t(particles)
-        return particles
+        return apply_transforms(self.transforms, Particles.from_p4(p4, mask))
 
     def slots(self, p4: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The particle slots the model sees: the first ``spec.n_particles`` (for jets, whose

@@ -1,16 +1,21 @@
-"""The input method (Bogatskiy, BOOST 2024): non-invariant information as plain extra scalars.
+"""The input method (Bogatskiy, BOOST 2024): non-invariant information as plain extra inputs.
 
-    scalars ← [q(p_1), …, q(p_N)] for each chosen quantity q ∈ {E, px, py, pz, pT, eta, phi, y, m2}
+    scalars    ← [q(p_1), …, q(p_N)] for each chosen quantity q ∈ {E, px, py, pz, pT, eta, phi, y, m2}
+    components ← q(p_i) per particle, (B, N, Q)
 
 The scalars go to the invariant subnet next to its invariant features (``Particles.scalars``;
-a ``features`` encoder sees cat(invariant map, scalars)). With the default E and pz this is
+a ``features`` encoder sees cat(invariant map, scalars)). The same values, per particle, go to
+``Particles.components``: an encoder on particles that reads them (``pelican``) puts the
+pairwise products q(p_i)·q(p_j) next to the Minkowski products d_ij, as PELICAN's input method
+does for each stabiliser (E for SO(3), pz for SO⁺(1,2), E and pz for SO(2)_z). With the default E and pz this is
 the same information the `beam` spurions give a Lorentz-invariant network (p·e± = E ∓ pz), fed
 in directly instead of through a symmetric architecture; the two models then differ only in
 their input layer. Padded particles contribute zeros.
 
 Options for jets: ``leading = k`` keeps the quantities of the first k particles only (the k
-hardest constituents, as the minkowski map's ``leading``); ``log`` maps each value q to
-sgn(q) log(1 + |q|/GeV), as the minkowski map's ``log`` does for products.
+hardest constituents, as the minkowski map's ``leading``; the other particles' components are
+zero); ``log`` maps each value q to sgn(q) log(1 + |q|/GeV), as the minkowski map's ``log`` does
+for products (PELICAN compresses its pair products itself: leave ``log`` off there).
 
 The model then keeps only the Lorentz transformations that leave every chosen quantity
 unchanged (``InputMethod(...).keeps``, table ``KEEPS``): E is fixed by rotations, pz by the
@@ -58,7 +63,7 @@ KEEPS: dict[str, tuple[str, ...]] = {
 
 
 class InputMethod(InputTransform):
-    """Per-particle non-invariant quantities (default E, pz) as extra scalars for the invariant subnet."""
+    """Per-particle non-invariant quantities (default E, pz) as extra inputs: scalars, and components for PELICAN."""
 
     name = "input"
 
@@ -86,13 +91,18 @@ class InputMethod(InputTransform):
 
     def __call__(self, particles: Particles) -> Particles:
         p4, mask = particles.p4, particles.mask.to(particles.p4.dtype)
+        n = p4.shape[1]
         if self.options.leading:
             p4, mask = p4[:, : self.options.leading], mask[:, : self.options.leading]
-        # (B, N, Q) → (B, N·Q), particle-major: E_1, pz_1, E_2, pz_2, …
         values = torch.stack([QUANTITIES[q](p4) for q in self.options.quantities], -1) * mask.unsqueeze(-1)
         if self.options.log:
             values = torch.sign(values) * torch.log1p(values.abs())
-        return particles.replace(scalars=torch.cat([particles.scalars, values.flatten(1)], -1))
+        # per particle, zero beyond the leading k: (B, N, Q)
+        per_particle = torch.nn.functional.pad(values, (0, 0, 0, n - values.shape[1]))
+        return particles.replace(
+            scalars=torch.cat([particles.scalars, values.flatten(1)], -1),  # particle-major: E_1, pz_1, E_2, …
+            components=torch.cat([particles.components, per_particle.to(particles.components.dtype)], -1),
+        )
 
 
 @hookimpl

@@ -1,6 +1,7 @@
 """A small PELICAN-style encoder (Bogatskiy et al. 2022): permutation-equivariant layers on d_ij.
 
-    x⁰_ij = [ sgn(d_ij) log(1 + |d_ij|), ℓ_i, ℓ_j, δ_ij ],        d_ij = p_i·p_j (Minkowski)
+    x⁰_ij = [ slog(d_ij), slog(c_a(p_i) c_a(p_j)) for each a, ℓ_i, ℓ_j, δ_ij ],     d_ij = p_i·p_j (Minkowski)
+    slog(x) = sgn(x) log(1 + |x|)
     xˡ⁺¹_ij = ReLU( W · A(xˡ)_ij ),     A = the 2→2 aggregations below, masked means over real entries
     latent = W_out · [ mean_ij x_ij, mean_i x_ii ]                (2→0 readout)
 
@@ -11,9 +12,18 @@ one-hots): particles and spurions enter together, told apart only by their label
 is d_ij and the labels alone, so without spurions the encoder is exactly Lorentz invariant;
 with spurions it is invariant under the subgroup fixing them (the encoder declares
 ``keeps = "lorentz"``; the spurion transform restricts it). d_ij is computed in float64.
+
+c_a are the input method's per-particle components (``Particles.components``, e.g. E and pz):
+PELICAN's input method for a stabiliser H puts the products of the H-invariant components next
+to d_ij (E for SO(3), pz for SO⁺(1,2), E and pz for SO(2)_z) — the same information the
+stabiliser's spurions give through p·s. The encoder is then invariant under the Lorentz
+transformations fixing the components; the input transform declares that subgroup. Option
+``products = "all"`` takes every c_a(p_i) c_b(p_j) instead of the matching ones (K² channels).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -66,6 +76,9 @@ class EquivariantLayers(nn.Module):
         self.hidden_sizes = list(hidden)
         widths = [in_features, *hidden]
         self.linears = nn.ModuleList(nn.Linear(N_AGGREGATIONS * a, b) for a, b in zip(widths, widths[1:]))
+        # for matched initialisation: forward's x holds the first Linear's features, its weight is
+        # one block of them per aggregation
+        self.blockwise_inputs = {"linears.0": N_AGGREGATIONS}
 
     def forward(self, x: torch.Tensor, node: torch.Tensor) -> torch.Tensor:
         x = x * (node[:, :, None, :] * node[:, None, :, :])  # each layer's output stays zero at padded pairs
@@ -75,15 +88,19 @@ class EquivariantLayers(nn.Module):
 
 
 class Pelican(Encoder):
-    """PELICAN-style: equivariant 2→2 layers on pairwise Minkowski products d_ij (+ spurion labels)."""
+    """PELICAN-style: equivariant 2→2 layers on pairwise Minkowski products d_ij (+ spurion labels, input-method products)."""
 
     name = "pelican"
     consumes = "particles"
-    keeps = "lorentz"  # a function of the d_ij and the labels: invariant in all its inputs
+    keeps = "lorentz"  # a function of the d_ij, the labels and the components: invariant in all its inputs
+    reads_components = True
 
     class Options(Options):
         hidden: list[int] = Field(default_factory=lambda: [32, 32], description="Widths of the 2→2 layers.")
-        float64: bool = Field(True, description="Compute d_ij in double precision.")
+        float64: bool = Field(True, description="Compute d_ij and the component products in double precision.")
+        products: Literal["matching", "all"] = Field(
+            "matching", description="Input-method pair channels: c_a(p_i) c_a(p_j) per component (PELICAN's), or every c_a(p_i) c_b(p_j)."
+        )
 
         @field_validator("hidden")
         @classmethod
@@ -92,22 +109,34 @@ class Pelican(Encoder):
                 raise ValueError("need at least one layer, sizes >= 1")
             return v
 
-    def __init__(self, options, in_features, latent_dim):
+    def __init__(self, options, in_features, latent_dim, components: int = 0):
         super().__init__(options, in_features, latent_dim)
         n_labels = in_features - 4
-        self.layers = EquivariantLayers(1 + 2 * n_labels + 1, options.hidden)
+        self.components = components
+        n_products = components * components if options.products == "all" else components
+        self.layers = EquivariantLayers(1 + n_products + 2 * n_labels + 1, options.hidden)
         self.readout = nn.Linear(2 * options.hidden[-1], latent_dim)
+
+    def component_products(self, particles: Particles) -> torch.Tensor:
+        """(B, N, N, K or K²) products c_a(p_i) c_b(p_j) of the input method's components (before slog)."""
+        c = particles.components
+        c = c.to(torch.float64) if self.options.float64 else c
+        if c.shape[-1] != self.components:
+            raise ValueError(f"pelican was built for {self.components} input-method components, got {c.shape[-1]}")
+        if self.options.products == "all":
+            return (c[:, :, None, :, None] * c[:, None, :, None, :]).flatten(-2)
+        return c[:, :, None, :] * c[:, None, :, :]
 
     def pair_features(self, particles: Particles) -> torch.Tensor:
         p4 = particles.p4
         work = p4.to(torch.float64) if self.options.float64 else p4
-        d = kinematics.pairwise_mdot(work)
-        d = (torch.sign(d) * torch.log1p(d.abs())).to(self.readout.weight.dtype)
-        labels = particles.channels.to(d.dtype)
-        n = d.shape[1]
-        eye = torch.eye(n, dtype=d.dtype, device=d.device).expand_as(d)
+        pairs = torch.cat([kinematics.pairwise_mdot(work)[..., None], self.component_products(particles).to(work.dtype)], -1)
+        pairs = (torch.sign(pairs) * torch.log1p(pairs.abs())).to(self.readout.weight.dtype)
+        labels = particles.channels.to(pairs.dtype)
+        n = pairs.shape[1]
+        eye = torch.eye(n, dtype=pairs.dtype, device=pairs.device).expand(pairs.shape[0], n, n)
         return torch.cat(
-            [d[..., None], labels[:, :, None, :].expand(-1, -1, n, -1), labels[:, None, :, :].expand(-1, n, -1, -1), eye[..., None]],
+            [pairs, labels[:, :, None, :].expand(-1, -1, n, -1), labels[:, None, :, :].expand(-1, n, -1, -1), eye[..., None]],
             -1,
         )
 

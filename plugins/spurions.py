@@ -20,7 +20,7 @@ The transform declares that subgroup (``Spurions(...).keeps``: ``so2-z``, ``so3`
 an assembled model names its residual group (``SymfwModel.residual_group``).
 
 Labels: channel 0 is "particle" (1 for real particles, 0 for padding), then one channel per
-spurion. Spurions are appended inside the model, so a group action applied to the model's
+spurion; input-method components of earlier transforms are zero for the spurions. Spurions are appended inside the model, so a group action applied to the model's
 input (augmentation, SEAL penalties) never transforms them.
 """
 
@@ -91,7 +91,7 @@ class Spurions(InputTransform):
         return torch.tensor(rows, dtype=dtype, device=device)
 
     def __call__(self, particles: Particles) -> Particles:
-        p4, mask, channels = particles.p4, particles.mask, particles.channels
+        p4, mask, channels, components = particles.p4, particles.mask, particles.channels, particles.components
         b, n, _ = p4.shape
         spur = self.vectors(p4.dtype, p4.device)
         k = spur.shape[0]
@@ -102,6 +102,7 @@ class Spurions(InputTransform):
             p4=torch.cat([p4, spur.expand(b, k, 4)], 1),
             mask=torch.cat([mask, mask.new_ones(b, k)], 1),
             channels=torch.cat([particle_labels, spurion_labels.expand(b, k, -1)], 1),
+            components=torch.cat([components, components.new_zeros(b, k, components.shape[-1])], 1),
         )
 
 

@@ -44,6 +44,8 @@ def test_printed_counts_are_the_papers_and_the_models(runner, cli, preset):
     [
         (["--preset", "pelican-spurions"], "so2-z", "lorentz (invariant subnet pelican) ∩ so2-z (input transform spurions)"),
         (["--preset", "invariant", "--spurions", "beam-axis"], "so12-z", "so12-z (input transform spurions)"),
+        (["--preset", "pelican-jets-input"], "so2-z", "lorentz (invariant subnet pelican) ∩ so2-z (input transform input)"),
+        (["--preset", "pelican-jets-spurions"], "so2-z", "lorentz (invariant subnet pelican) ∩ so2-z (input transform spurions)"),
         (["--preset", "hybrid"], "trivial", "trivial (general subnet pfn) ∩ lorentz (invariant subnet minkowski → mlp)"),
         (["--preset", "invariant", "--group", "so3"], "so3", "so3 (the spec's group) ∩ lorentz (invariant subnet minkowski → mlp)"),
     ],

@@ -261,6 +261,8 @@ PRESET_RESIDUAL = {
     "pfn-jets-seal-infinitesimal": "trivial",
     "invariant-jets-spurions": "so2-z",
     "invariant-jets-input": "so2-z",
+    "pelican-jets-spurions": "so2-z",  # e± as labelled particles
+    "pelican-jets-input": "so2-z",  # E_i E_j and pz_i pz_j next to d_ij
 }
 
 
