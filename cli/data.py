@@ -155,12 +155,12 @@ def summary_tables(summary: dict[str, Any]) -> list[Table]:
 
     def spread(c, key):
         d = c[key]
-        return f"{d['median']:.1f} [{d['p5']:.1f}, {d['p95']:.1f}]"
+        return f"{d['median']:.1f} [{d['p5']:.1f}, {d['p95']:.1f}]" if "median" in d else "–"  # no event of the class
 
     rows = [
         ("events", lambda c: _fmt(c["events"])),
         ("sum of weights", lambda c: _fmt(c["sum_weights"])),
-        ("weights min / max", lambda c: f"{c['weight_min']:.3g} / {c['weight_max']:.3g}"),
+        ("weights min / max", lambda c: "–" if c["weight_min"] is None else f"{c['weight_min']:.3g} / {c['weight_max']:.3g}"),
         ("effective events", lambda c: _fmt(c["effective_events"], 0)),
         ("leading pT [GeV] median [5%, 95%]", lambda c: spread(c, "leading_pt")),
         ("dimuon pT [GeV] median [5%, 95%]", lambda c: spread(c, "dimuon_pt")),

@@ -120,8 +120,8 @@ def summarize(
         classes[name] = {
             "events": int(sel.sum()),
             "sum_weights": float(w.sum()),
-            "weight_min": float(w.min()),
-            "weight_max": float(w.max()),
+            "weight_min": float(w.min()) if len(w) else None,  # None: no event of the class
+            "weight_max": float(w.max()) if len(w) else None,
             "effective_events": n_eff,
             "leading_pt": _stats(q["leading-pt"][sel]),
             "dimuon_pt": _stats(q["dimuon-pt"][sel]),

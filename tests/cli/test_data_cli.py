@@ -154,3 +154,16 @@ def test_inspect_of_files_without_or_with_a_one_column_target(runner, cli, zfile
     assert "target:" not in runner.invoke(cli, ["data", "inspect", str(tmp_path / "plain.npz")]).stdout
     one = runner.invoke(cli, ["data", "inspect", str(tmp_path / "one.npz")])
     assert one.exit_code == 0 and "target: 1 value per event" in one.stdout
+
+
+def test_inspect_of_a_file_with_one_class_only(runner, cli, zfile, tmp_path):
+    """A regression sample (every event label 0): the absent class is shown as "–", not a crash."""
+    data = load_events(zfile)
+    np.savez(tmp_path / "one-class.npz", p4=data.p4, label=np.zeros(len(data), dtype=np.int64),
+             target=np.ones(len(data)))
+    text = runner.invoke(cli, ["data", "inspect", str(tmp_path / "one-class.npz")])
+    assert text.exit_code == 0, text.output
+    assert "weights min / max" in text.stdout and "–" in text.stdout
+    out = json.loads(runner.invoke(cli, ["data", "inspect", str(tmp_path / "one-class.npz"), "--json"]).stdout)
+    assert out["classes"]["signal"]["events"] == 0 and out["classes"]["signal"]["weight_min"] is None
+    assert out["classes"]["background"]["events"] == len(data)
