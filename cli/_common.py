@@ -311,10 +311,10 @@ def metric_label(metric: str) -> str:
     return {"auc": "AUC"}.get(metric, metric)
 
 
-def task_columns(task_name: str, registry) -> tuple[tuple[str, str], ...]:
-    """The (metric, header) columns the task puts in the tables."""
+def task_columns(task_name: str, registry, options: dict[str, Any] | None = None) -> tuple[tuple[str, str], ...]:
+    """The (metric, header) columns the task (with its spec's ``options``) puts in the tables."""
     cls = registry.get("task", task_name)
-    return tuple(cls(cls.Options()).columns)
+    return tuple(cls(cls.Options.model_validate(options or {})).columns)
 
 
 def extrapolation_table(entries: dict[str, dict | None], metric: str = "auc") -> Table | None:

@@ -55,10 +55,10 @@ from ._common import (
 )
 
 
-def train_table(results: dict[str, Any], registry) -> Table:
+def train_table(results: dict[str, Any], registry, task_options: dict[str, Any] | None = None) -> Table:
     main = max(results["fractions"], key=lambda f: f["fraction"])
     task = main.get("task", "binary")
-    columns = task_columns(task, registry)
+    columns = task_columns(task, registry, task_options)  # e.g. no four-vector resolutions for one target
     table = Table(title=f"{results['spec']}: held-out metrics, task {task} (mean ± std over members)",
                   title_justify="left")
     primary = main.get("primary", "auc")
@@ -154,7 +154,7 @@ def train(
         typer.echo(json.dumps(results, indent=2))
         return
     console = results_console()
-    console.print(train_table(results, reg))
+    console.print(train_table(results, reg, the_spec.task.options))
     main = max(results["fractions"], key=lambda f: f["fraction"])
     table = extrapolation_table({the_spec.name: main["extrapolation"]}, main.get("primary", "auc"))
     if table is not None:

@@ -1,6 +1,7 @@
 """`symfw train` and `symfw compare` through the CLI."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -273,3 +274,12 @@ def test_compile_flag_is_recorded_and_a_resume_must_keep_it(runner, cli, toy_fil
     # compiled float32 steps round differently: a resume with the other setting is refused
     again = runner.invoke(cli, args + ["--compile", "--resume"])
     one_line_exit_2(again, f"Error: {out}: cannot resume with different settings (compile: False then, True now)")
+
+
+def test_a_one_target_regression_table_has_its_own_columns(runner, cli, tmp_path):
+    """The table's columns are those of the run's task options: MAE for one target, no four-vector resolutions."""
+    spec = Path(__file__).resolve().parents[2] / "study" / "specs" / "seal-toy-invariant.toml"
+    result = runner.invoke(cli, ["train", str(spec), "--data", "seal-toy", "--events", "400", "--epochs", "1",
+                                 "--out", str(tmp_path / "r"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "test MAE" in result.stdout and "ΔpT/pT" not in result.stdout
