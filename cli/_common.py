@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,10 +29,15 @@ err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, soft_wrap=True)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    typer.echo(f"Warning: {message}", err=True)
+
+
 class SymfwGroup(TyperGroup):
     """Renders symfw's domain errors as one clean line with the right exit code."""
 
     def invoke(self, ctx):
+        warnings.showwarning = _one_line_warning  # symfw's warnings: "Warning: …", one line each
         try:
             return super().invoke(ctx)
         except SymfwError as exc:

@@ -210,10 +210,14 @@ def prepare_split(data: EventData, settings: RunSettings, registry=None) -> Spli
 
 def check_data_fits(spec: Spec, data: EventData, registry=None) -> None:
     """The spec's task accepts the data, and one untrained pass of its model on two events works:
-    a mismatch is a DataError before anything is written."""
+    a mismatch is a DataError before anything is written. Events with more particle slots than
+    the spec's ``n_particles`` are cut to the first ones by the model (a warning says so)."""
     from .model import build_model
 
     make_task(spec, registry).targets(data)
+    if data.n_particles > spec.n_particles:
+        warnings.warn(f"spec '{spec.name}' sees the first {spec.n_particles} of the {data.n_particles} particle "
+                      f"slots of these events (its n_particles)", stacklevel=2)
     with torch.random.fork_rng(devices=[]):
         model = build_model(spec, registry).eval()
     t = data.subset(np.arange(min(2, len(data)))).tensors()

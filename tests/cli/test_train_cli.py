@@ -226,19 +226,24 @@ def test_compare_with_invariance_reports_the_ratio_to_the_first_spec(runner, cli
     assert "invariance under lorentz on 120 test events" in result.stdout
 
 
-def test_data_with_more_particles_than_a_fixed_size_spec_is_one_line_and_writes_nothing(runner, cli, tmp_path):
+def test_data_with_more_particles_than_a_spec_is_cut_to_its_first_slots_with_a_warning(runner, cli, tmp_path):
     events = toy_events(60)
     three = np.concatenate([events.p4, events.p4[:, :1]], axis=1)  # a third particle slot
     path = tmp_path / "three.npz"
     np.savez(path, p4=three, label=events.label)
-    out = tmp_path / "run"
-    result = runner.invoke(cli, ["train", "invariant", "--data", str(path), "--epochs", "1", "--out", str(out)])
-    one_line_exit_2(result, "Error: spec 'invariant' (n_particles = 2) cannot take these events with 3 particle slots")
-    assert not out.exists()
-    cmp_out = tmp_path / "cmp"
-    result = runner.invoke(cli, ["compare", "pfn", "invariant", "--data", str(path), "--epochs", "1", "--out", str(cmp_out)])
-    one_line_exit_2(result, "Error: spec 'invariant' (n_particles = 2) cannot take")
-    assert not cmp_out.exists()
+    np.savez(tmp_path / "two.npz", p4=events.p4, label=events.label)
+    outs = {}
+    for name in ("three", "two"):
+        out = tmp_path / f"run-{name}"
+        result = runner.invoke(cli, ["train", "invariant", "--data", str(tmp_path / f"{name}.npz"), "--epochs", "1",
+                                     "--out", str(out), "--json", "--quiet"])
+        assert result.exit_code == 0, result.output
+        outs[name] = json.loads(result.stdout)["fractions"][0]
+        warned = "Warning: spec 'invariant' sees the first 2 of the 3 particle slots of these events (its n_particles)"
+        assert (warned in result.stderr) == (name == "three"), result.stderr
+        assert "UserWarning" not in result.stderr
+    # the model saw the same two particles either way
+    assert outs["three"]["members"][0]["final"]["test"] == outs["two"]["members"][0]["final"]["test"]
 
 
 def test_regression_from_build_to_train_and_compare(runner, cli, tmp_path):
