@@ -325,7 +325,7 @@ def compare(
     if jobs > max_processes():
         raise UsageError(f"--jobs must be at most {max_processes()} (4 per CPU core of this machine), got {jobs}")
     check_writable(out)
-    runner = make_executor(executor, address, retries, str(dev), jobs=jobs, threads=threads)
+    runner = make_executor(executor, address, retries, str(dev), jobs=jobs, threads=threads, vectorize=mode)
     loaded = load_specs(specs, reg, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
                         schedule=schedule)
     check_search(loaded, settings, grid, lams)  # before the data are read

@@ -287,18 +287,23 @@ def _worker_call(fn: Callable, task: TrainTask) -> tuple[str, Any]:
 
 
 class ProcessExecutor:
-    """Tasks in ``jobs`` worker processes of this machine, all seeds of a (spec, fraction) in one
-    task as the local executor does, each worker on ``threads`` torch threads: the results are
-    those of running the tasks one after the other with as many threads (``--jobs N``)."""
+    """Tasks in ``jobs`` worker processes of this machine, each worker on ``threads`` torch
+    threads: the results are those of running the tasks one after the other with as many threads
+    (``--jobs N``). With ``split_members`` (the default unless the members are to be vmapped) each
+    seed of a (spec, fraction) is a task of its own, as the Ray executor does — the members train
+    one after the other on a CPU anyway, and 15 tasks of 3 specs × 5 seeds share two processes
+    evenly where 3 tasks split 2 + 1; a (spec, fraction) already started as one ensemble resumes as
+    one, and a spec with penalties stays one task (its members share one stream of penalty draws)."""
 
     name = "processes"
     in_process = False
-    split_members = False
+    split_penalised = False  # a penalised spec's members share their penalty draws: one task, as one after the other
 
-    def __init__(self, jobs: int, threads: int = 1, max_retries: int = 0):
+    def __init__(self, jobs: int, threads: int = 1, max_retries: int = 0, split_members: bool = True):
         if jobs < 1 or threads < 1 or max_retries < 0:
             raise UsageError(f"--jobs must be >= 1 (got {jobs}), with >= 1 thread each")
         self.jobs, self.threads, self.max_retries = jobs, threads, max_retries
+        self.split_members = split_members
 
     def map(self, fn: Callable, tasks: Sequence[TrainTask], shared: Any, on_done: Callable) -> list[Failure]:
         import multiprocessing
@@ -329,7 +334,7 @@ class ProcessExecutor:
 
 
 def make_executor(name: str, address: str | None = None, retries: int | None = None, device: str = "cpu",
-                  jobs: int = 1, threads: int | None = None):
+                  jobs: int = 1, threads: int | None = None, vectorize: str = "auto"):
     """The executor named on the command line (``local`` — in worker processes with ``jobs`` > 1 — or ``ray``)."""
     name = name.strip().lower()
     if jobs != 1 and name != "local":
@@ -338,7 +343,8 @@ def make_executor(name: str, address: str | None = None, retries: int | None = N
         if address is not None:
             raise UsageError("--address is for --executor ray")
         if jobs != 1:
-            return ProcessExecutor(jobs, threads or 1, max_retries=0 if retries is None else retries)
+            return ProcessExecutor(jobs, threads or 1, max_retries=0 if retries is None else retries,
+                                   split_members=vectorize != "yes")
         return LocalExecutor(max_retries=0 if retries is None else retries)
     if name == "ray":
         gpus = 1 if str(device).startswith("cuda") else 0
@@ -357,11 +363,12 @@ def plan_tasks(
     specs: Sequence[Spec], runs: Sequence[RunDir | None], names: Sequence[str],
     settings: RunSettings | Sequence[RunSettings], split: Split,
     split_members: bool, device: str = "cpu", vectorize: str = "auto", dtype: torch.dtype = torch.float32,
-    matched: Sequence[Any] | None = None,
+    matched: Sequence[Any] | None = None, split_penalised: bool = True,
 ) -> list[TrainTask]:
     """The tasks still to run: finished folders are skipped; a (spec, fraction) that has per-seed
     folders already keeps being trained per seed, so no finished seed is trained again. ``settings``:
-    one for every spec, or one per spec (seed replicas)."""
+    one for every spec, or one per spec (seed replicas). Without ``split_penalised`` a spec with
+    penalties stays one task (its members share one stream of penalty draws, docs/training.md)."""
     tasks = []
     per_run = [settings] * len(specs) if isinstance(settings, RunSettings) else list(settings)
     for i, (spec, run, name, settings) in enumerate(zip(specs, runs, names, per_run)):
@@ -377,7 +384,9 @@ def plan_tasks(
             if fdir.done:
                 continue
             members = _member_dirs(fdir, settings.seeds)
-            if split_members or any(d.root.exists() for d in members):
+            started_together = fdir.checkpoint_path.exists()  # a resumed ensemble goes on as one task
+            per_seed = split_members and not started_together and (split_penalised or not spec.penalties)
+            if per_seed or any(d.root.exists() for d in members):
                 tasks += [replace(base, members=(m,), directory=str(d.root.resolve()))
                           for m, d in enumerate(members) if not d.done]
             else:
@@ -504,7 +513,8 @@ def _train_started(specs, runs, names, data, per_run, split, data_record, outs, 
                    registry, on_epoch, on_task, dtype, parallel, task_fn, matched) -> list[dict[str, Any]]:
     """The rest of :func:`train_runs`, its run folders locked and started: plan, train, gather."""
     settings = per_run[0]  # what every spec shares (seeds, fractions, cuts); only the seed replica differs
-    tasks = plan_tasks(specs, runs, names, per_run, split, executor.split_members, device, vectorize, dtype, matched)
+    tasks = plan_tasks(specs, runs, names, per_run, split, executor.split_members, device, vectorize, dtype, matched,
+                       split_penalised=getattr(executor, "split_penalised", True))
     if executor.in_process:
         fn = partial(task_fn, registry=registry, on_epoch=on_epoch, parallel=parallel, return_files=False)
     else:

@@ -155,12 +155,14 @@ def test_trials_in_two_processes_give_the_results_of_one_after_the_other(specs, 
     summary = run_compare(specs, data, SETTINGS, tmp_path, vectorize="no", plots=False,
                           executor=X.ProcessExecutor(jobs=2, threads=1),
                           on_task=lambda task, n, total: done.append((n, total)))
-    assert sorted(done) == [(n, 4) for n in range(1, 5)]  # one task per (spec, fraction), all seeds together
+    assert sorted(done) == [(n, 8) for n in range(1, 9)]  # one task per (spec, fraction, seed)
     assert comparable(summary) == comparable(ref)
     for name in ("invariant", "pfn"):
         assert results_of(tmp_path, name) == results_of(ref_out, name)
     with pytest.raises(UsageError, match="--jobs is for the local executor"):
         X.make_executor("ray", jobs=2)
+    assert X.make_executor("local", jobs=2).split_members  # seeds spread over the processes ...
+    assert not X.make_executor("local", jobs=2, vectorize="yes").split_members  # ... unless they are to be vmapped
     # resumed when everything is done: nothing to run, the same summary read back
     again = run_compare(specs, data, SETTINGS, tmp_path, vectorize="no", plots=False, resume=True,
                         executor=X.ProcessExecutor(jobs=2, threads=1))
