@@ -14,7 +14,6 @@ by other processes) is printed. Goals (issue 5):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 

@@ -1,7 +1,5 @@
 """Symmetry-breaking contexts: the transverse momentum at which the detector breaks the symmetry."""
 
-import torch
-
 from symfw.core import kinematics as k
 from symfw.core.hookspecs import hookimpl
 from symfw.core.interfaces import BreakingContext
