@@ -140,7 +140,7 @@ def build(
     penalty: Annotated[list[str] | None, typer.Option("--penalty", help="Penalty (repeatable), or 'none'.")] = None,
     lam: Annotated[float | None, typer.Option(help="Weight λ of the penalties.")] = None,
     spurions: Annotated[
-        str | None, typer.Option("--spurions", help="Spurion sets, comma-separated (beam, time, beam-axis), or 'none'.")
+        str | None, typer.Option("--spurions", help="Spurion sets, comma-separated (beam, beam-plus, time, beam-axis), or 'none'.")
     ] = None,
     task: Annotated[
         str | None, typer.Option("--task", help="What the model learns: binary (default), multiclass, regression.")

@@ -1,6 +1,6 @@
 """The input method (Bogatskiy, BOOST 2024): non-invariant information as plain extra inputs.
 
-    scalars    ← [q(p_1), …, q(p_N)] for each chosen quantity q ∈ {E, px, py, pz, pT, eta, phi, y, m2}
+    scalars    ← [q(p_1), …, q(p_N)] for each chosen quantity q ∈ {E, px, py, pz, E-pz, pT, eta, phi, y, m2}
     components ← q(p_i) per particle, (B, N, Q)
 
 The scalars go to the invariant subnet next to its invariant features (``Particles.scalars``;
@@ -18,9 +18,10 @@ zero); ``log`` maps each value q to sgn(q) log(1 + |q|/GeV), as the minkowski ma
 for products (PELICAN compresses its pair products itself: leave ``log`` off there).
 
 The model then keeps only the Lorentz transformations that leave every chosen quantity
-unchanged (``InputMethod(...).keeps``, table ``KEEPS``): E is fixed by rotations, pz by the
-transformations fixing the z axis (K_x, K_y, J_z), so E and pz together leave SO(2)_z, as the
-beam spurions do.
+unchanged (``InputMethod(...).keeps``, from the tables ``AXES`` and ``KEEPS``): E is fixed by
+rotations, pz by the transformations fixing the z axis (K_x, K_y, J_z), so E and pz together
+leave SO(2)_z, as the beam spurions do; E − pz = p·e₊ alone leaves SE(2), as the one spurion
+e₊ (`beam-plus`) does.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import torch
 from pydantic import Field, field_validator
 
 from symfw.core import kinematics as k
-from symfw.core.groups import LORENTZ_NAMES, span
+from symfw.core.groups import LORENTZ_NAMES, intersect, span, stabiliser
 from symfw.core.hookspecs import hookimpl
 from symfw.core.interfaces import InputTransform, Options, Particles, SymmetryGroup
 
@@ -40,6 +41,7 @@ QUANTITIES = {
     "px": lambda p: p[..., 1],
     "py": lambda p: p[..., 2],
     "pz": lambda p: p[..., 3],
+    "E-pz": lambda p: p[..., 0] - p[..., 3],
     "pT": k.pt,
     "eta": k.eta,
     "phi": k.phi,
@@ -47,13 +49,19 @@ QUANTITIES = {
     "m2": k.mass2,
 }
 
-#: quantity -> the Lorentz generators that leave it unchanged (a component p_i = −p·e_i is fixed
-#: by what fixes the axis e_i; pT and φ by z-boosts; η and y only by rotations about z)
+#: a quantity that is a Minkowski product q(p) = p·a with a fixed four-vector a -> a: it is kept
+#: exactly by a's stabiliser (E = p·t, px = −p·e_x, …, E − pz = p·e₊ with the light-like e₊ = (1, 0, 0, 1))
+AXES: dict[str, tuple[float, float, float, float]] = {
+    "E": (1.0, 0.0, 0.0, 0.0),
+    "px": (0.0, 1.0, 0.0, 0.0),
+    "py": (0.0, 0.0, 1.0, 0.0),
+    "pz": (0.0, 0.0, 0.0, 1.0),
+    "E-pz": (1.0, 0.0, 0.0, 1.0),
+}
+
+#: the other quantities -> the Lorentz generators that leave them unchanged (pT and φ: z-boosts;
+#: η and y only rotations about z; m² everything)
 KEEPS: dict[str, tuple[str, ...]] = {
-    "E": ("Jx", "Jy", "Jz"),
-    "px": ("Ky", "Kz", "Jx"),
-    "py": ("Kx", "Kz", "Jy"),
-    "pz": ("Kx", "Ky", "Jz"),
     "pT": ("Kz", "Jz"),
     "eta": ("Jz",),
     "phi": ("Kz",),
@@ -62,13 +70,18 @@ KEEPS: dict[str, tuple[str, ...]] = {
 }
 
 
+def kept_by(quantity: str) -> SymmetryGroup:
+    """The subgroup leaving ``quantity`` of every particle unchanged."""
+    return stabiliser([AXES[quantity]]) if quantity in AXES else span(KEEPS[quantity])
+
+
 class InputMethod(InputTransform):
     """Per-particle non-invariant quantities (default E, pz) as extra inputs: scalars, and components for PELICAN."""
 
     name = "input"
 
     class Options(Options):
-        quantities: list[Literal["E", "px", "py", "pz", "pT", "eta", "phi", "y", "m2"]] = Field(
+        quantities: list[Literal["E", "px", "py", "pz", "E-pz", "pT", "eta", "phi", "y", "m2"]] = Field(
             default_factory=lambda: ["E", "pz"], description="Per-particle quantities to append, in order."
         )
 
@@ -86,8 +99,8 @@ class InputMethod(InputTransform):
 
     @property
     def keeps(self) -> SymmetryGroup:
-        """The subgroup fixing every chosen quantity (E, pz: ``so2-z``)."""
-        return span([g for g in LORENTZ_NAMES if all(g in KEEPS[q] for q in self.options.quantities)])
+        """The subgroup fixing every chosen quantity (E, pz: ``so2-z``; E − pz: ``se2``)."""
+        return intersect([kept_by(q) for q in self.options.quantities])
 
     def __call__(self, particles: Particles) -> Particles:
         p4, mask = particles.p4, particles.mask.to(particles.p4.dtype)

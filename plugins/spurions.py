@@ -8,6 +8,7 @@ subgroup that fixes every spurion (its stabiliser), and may use everything else.
 | set                | spurions                               | unbroken subgroup (generators)          |
 |--------------------|----------------------------------------|-----------------------------------------|
 | `beam`             | e± = (1, 0, 0, ±1)                     | SO(2) about z (J_z)                     |
+| `beam-plus`        | e₊ = (1, 0, 0, 1), one beam direction  | SE(2): J_z, N_x = K_x − J_y, N_y = K_y + J_x |
 | `time`             | t = (1, 0, 0, 0)                       | SO(3) rotations (J_x, J_y, J_z)         |
 | `beam-axis`        | z = (0, 0, 0, 1)                       | SO⁺(1, 2): K_x, K_y, J_z                |
 | any two of them    |                                        | SO(2) about z (J_z)                     |
@@ -16,8 +17,9 @@ subgroup that fixes every spurion (its stabiliser), and may use everything else.
 No set of vector spurions leaves the longitudinal group (K_z, J_z) unbroken: K_z fixes only
 vectors in the (x, y) plane and J_z only vectors in the (t, z) plane.
 
-The transform declares that subgroup (``Spurions(...).keeps``: ``so2-z``, ``so3``, ``so12-z``), so
-an assembled model names its residual group (``SymfwModel.residual_group``).
+The transform declares that subgroup (``Spurions(...).keeps``, solved from the vectors by
+:func:`symfw.core.groups.stabiliser`: ``so2-z``, ``se2``, ``so3``, ``so12-z``), so an assembled
+model names its residual group (``SymfwModel.residual_group``).
 
 Labels: channel 0 is "particle" (1 for real particles, 0 for padding), then one channel per
 spurion; input-method components of earlier transforms are zero for the spurions. Spurions are appended inside the model, so a group action applied to the model's
@@ -31,29 +33,17 @@ from typing import Literal
 import torch
 from pydantic import Field, field_validator
 
-from symfw.core.groups import span
+from symfw.core.groups import stabiliser
 from symfw.core.hookspecs import hookimpl
 from symfw.core.interfaces import InputTransform, Options, Particles, SymmetryGroup
 
 #: set name -> (label, four-vector (E, px, py, pz)) of each spurion it appends
 SPURIONS: dict[str, tuple[tuple[str, tuple[float, float, float, float]], ...]] = {
     "beam": (("beam+", (1.0, 0.0, 0.0, 1.0)), ("beam-", (1.0, 0.0, 0.0, -1.0))),
+    "beam-plus": (("beam+", (1.0, 0.0, 0.0, 1.0)),),
     "time": (("time", (1.0, 0.0, 0.0, 0.0)),),
     "beam-axis": (("beam-axis", (0.0, 0.0, 0.0, 1.0)),),
 }
-
-#: set name -> Lorentz generators of the subgroup it leaves unbroken
-UNBROKEN: dict[str, tuple[str, ...]] = {
-    "beam": ("Jz",),
-    "time": ("Jx", "Jy", "Jz"),
-    "beam-axis": ("Kx", "Ky", "Jz"),
-}
-
-
-def unbroken_generators(sets: list[str]) -> tuple[str, ...]:
-    """Lorentz generators fixing every spurion of ``sets`` (the intersection of the stabilisers)."""
-    keep = [g for g in ("Kx", "Ky", "Kz", "Jx", "Jy", "Jz") if all(g in UNBROKEN[s] for s in sets)]
-    return tuple(keep)
 
 
 class Spurions(InputTransform):
@@ -62,7 +52,7 @@ class Spurions(InputTransform):
     name = "spurions"
 
     class Options(Options):
-        set: list[Literal["beam", "time", "beam-axis"]] = Field(
+        set: list[Literal["beam", "beam-plus", "time", "beam-axis"]] = Field(
             default_factory=lambda: ["beam"], description="Spurion sets to append, in order."
         )
 
@@ -73,12 +63,14 @@ class Spurions(InputTransform):
                 raise ValueError("choose at least one spurion set")
             if len(set(v)) != len(v):
                 raise ValueError("each spurion set may appear once")
+            if {"beam", "beam-plus"} <= set(v):
+                raise ValueError("'beam' already holds e+ = (1, 0, 0, 1): choose 'beam' or 'beam-plus'")
             return v
 
     @property
     def keeps(self) -> SymmetryGroup:
-        """The stabiliser of the spurions: the registered group spanned by their unbroken generators."""
-        return span(unbroken_generators(self.options.set))
+        """The stabiliser of the spurions (:func:`~symfw.core.groups.stabiliser`), a registered group."""
+        return stabiliser(self.vectors())
 
     @property
     def labels(self) -> list[str]:

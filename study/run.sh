@@ -5,7 +5,7 @@
 #   study/run.sh medium [STUDY...]   # the size docs/study.md reports (~1 hour of one core)
 #   study/run.sh paper  [STUDY...]   # the papers' settings (100 epochs, 5 seeds, 20k/100k events): many hours here
 #
-# STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-spurions jets-table
+# STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions jets-table
 # (default: all but the fig4lr and jets ones, in that order; the jets ones need symfw[jets]: Pythia 8 + FastJet).
 # Runs go to runs/study/<mode>/ (resumable: rerunning continues where it stopped); figures are
 # copied to docs/study/<mode>/; each step's table is kept in runs/study/<mode>/<step>.table.txt
@@ -102,7 +102,7 @@ for study in $STUDIES; do
         "${COMMON[@]}" --out "$OUT/resolution-slope-$slope"
     done ;;
   jets)  # top vs QCD jets (Pythia 8 + FastJet + the parametric detector): neural models vs boosted trees on substructure,
-         # then the top four-momentum from top jets vs the jet's own four-momentum
+         # and PELICAN (the top four-momentum is the jets-top-reco study)
     JET_COMMON=(--seed 1 --seeds 2 --epochs "$JET_EPOCHS" --jobs 2 --threads 1 --resume --quiet)
     JETS_FILE=$OUT/jets-qcd-top.npz  # top = label 1, the signal
     [ -e "$JETS_FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --out "$JETS_FILE" --quiet > /dev/null
@@ -112,9 +112,15 @@ for study in $STUDIES; do
     # PELICAN costs ~10x a PFN per jet here: the same split and seeds, fewer epochs
     step jets-pelican $SYMFW train pelican-jets --data "$JETS_FILE" --seed 1 --seeds 1 \
       --epochs "$(( (JET_EPOCHS + 2) / 3 ))" --threads 2 --resume --quiet --out "$OUT/jets-pelican"
+    ;;
+  jets-top-reco)  # the top four-momentum from top jets: the equivariant head Σ w_i p_i (invariant w_i), the same
+                  # head on a PFN, general networks regressing (E, p), against the jet's own four-momentum
+    JET_COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)
+    JETS_FILE=$OUT/jets-qcd-top.npz
+    [ -e "$JETS_FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --out "$JETS_FILE" --quiet > /dev/null
     [ -e "$OUT/jets-top.npz" ] || .venv/bin/python study/select_class.py "$JETS_FILE" "$OUT/jets-top.npz" --label 1
-    step jets-top-reco $SYMFW compare pfn-jets-regression hybrid-jets-regression --data "$OUT/jets-top.npz" \
-      "${JET_COMMON[@]}" --out "$OUT/jets-top-reco" ;;
+    step jets-top-reco-cmp $SYMFW compare invariant-jets-four-vector pfn-jets-four-vector pfn-jets-regression \
+      hybrid-jets-regression --data "$OUT/jets-top.npz" "${JET_COMMON[@]}" --out "$OUT/jets-top-reco-cmp" ;;
   jets-spurions)  # the spurions talk on jets: spurion vs input method per residual group, matched initialisation,
                   # augmentation as the third column; top vs QCD, then quark vs gluon (quark = label 1, the signal)
     JET_COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)
@@ -130,6 +136,8 @@ for study in $STUDIES; do
         $S/jets-input-E-augmented.toml --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-so3"
       step "jets-spurions-$sample-so12" $SYMFW compare invariant-jets $S/jets-spurion-beam-axis.toml $S/jets-input-pz.toml \
         $S/jets-input-pz-augmented.toml --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-so12"
+      step "jets-spurions-$sample-se2" $SYMFW compare invariant-jets $S/jets-spurion-beam-plus.toml $S/jets-input-Eminus.toml \
+        $S/jets-input-Eminus-augmented.toml --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-se2"
       step "jets-spurions-$sample-so2" $SYMFW compare invariant-jets invariant-jets-spurions invariant-jets-input \
         $S/jets-input-Epz-augmented.toml --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-so2"
       step "jets-spurions-$sample-none" $SYMFW compare invariant-jets $S/jets-input-all.toml $S/jets-input-all-augmented.toml \
@@ -153,7 +161,7 @@ for study in $STUDIES; do
     step jets-seal-extrapolation-lam $SYMFW compare pfn-jets pfn-jets-seal-group pfn-jets-seal-infinitesimal \
       --train-pt-max 600 --cut-context system-pt --lam-grid "$JET_LAMS" --data "$JETS_FILE" "${JET_COMMON[@]}" \
       --out "$OUT/jets-seal-extrapolation-lam" ;;
-  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-spurions jets-table" >&2; exit 2 ;;
+  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions jets-table" >&2; exit 2 ;;
   esac
 done
 echo "== done: tables in $OUT/*.table.txt, times in $OUT/times.txt, figures in $FIG" >&2

@@ -56,3 +56,40 @@ def test_the_trees_and_a_symfw_run_are_scored_on_the_same_test_events(baseline, 
     assert entry["vote"]["auc"] == pytest.approx(res["ensemble"]["final"]["test"]["auc"], abs=1e-6)
     delta = entry["vote_minus_trees"]
     assert delta["delta_auc"] == pytest.approx(entry["vote"]["auc"] - out["test"]["auc"])
+
+
+#: the residual group each study spec claims in its description (what docs/study.md's tables name)
+STUDY_SPEC_GROUP = {
+    "jets-input-E-augmented": "so3", "jets-input-E": "so3", "jets-input-Eminus-augmented": "se2",
+    "jets-input-Eminus": "se2", "jets-input-Epz-augmented": "so2-z", "jets-input-all-augmented": "trivial",
+    "jets-input-all": "trivial", "jets-input-pz-augmented": "so12-z", "jets-input-pz": "so12-z",
+    "jets-spurion-beam-axis": "so12-z", "jets-spurion-beam-plus": "se2", "jets-spurion-time": "so3",
+    "pelican-jets-64": "lorentz", "pelican-jets-input-E": "so3", "pelican-jets-input-pz": "so12-z",
+    "pelican-jets-spurion-beam-axis": "so12-z", "pelican-jets-spurion-time": "so3", "pfn-jets-latent128": "trivial",
+    "seal-toy-invariant": "lorentz", "seal-toy-pfn-seal-group": "trivial", "seal-toy-pfn-seal-infinitesimal": "trivial",
+    "seal-toy-pfn": "trivial",
+}
+
+
+def test_every_study_spec_builds_and_keeps_the_group_it_is_listed_under():
+    paths = {p.stem: p for p in (STUDY / "specs").glob("*.toml")}
+    assert set(paths) == set(STUDY_SPEC_GROUP), "list a new study spec's residual group here"
+    for name, path in sorted(paths.items()):
+        model = symfw.build_model(symfw.load_spec(path))
+        assert model.residual_group.name == STUDY_SPEC_GROUP[name], (name, model.residual_reason)
+
+
+def test_the_se2_row_of_the_spurion_study_matches_its_reference_at_the_first_batch():
+    """The SE(2) pair differs from invariant-jets only in the input layer: matched initialisation holds."""
+    import torch
+
+    from symfw.core.matching import first_batch_difference
+    from symfw.testing import random_events
+
+    specs = [symfw.load_spec(n) for n in ("invariant-jets", STUDY / "specs" / "jets-spurion-beam-plus.toml",
+                                           STUDY / "specs" / "jets-input-Eminus.toml")]
+    p4 = random_events(32, 128, seed=5, mass=0.14)
+    mask = torch.arange(128)[None, :] < torch.randint(20, 60, (32, 1), generator=torch.Generator().manual_seed(5))
+    report = first_batch_difference(specs, [1, 2], p4 * mask[..., None], mask, dtype=torch.float64)
+    assert report["first_batch_max_difference"] < 1e-6
+    assert report["specs"] == ["invariant-jets", "jets-spurion-beam-plus", "jets-input-Eminus"]

@@ -12,7 +12,7 @@ def builtin(kind, name):
     return symfw.get_registry().get(kind, name)
 
 
-@pytest.mark.parametrize("name", ["lorentz", "so3", "so2-z", "so12-z", "boost-z", "longitudinal", "trivial"])
+@pytest.mark.parametrize("name", ["lorentz", "so3", "so2-z", "so12-z", "se2", "boost-z", "longitudinal", "trivial"])
 def test_builtin_groups_pass(name):
     result = check_group(builtin("group", name))
     assert result["metric_error"] < 1e-12
@@ -99,6 +99,8 @@ def test_check_combiner_catches_a_combiner_that_drops_a_subnet():
         ("spurions", {"set": ["beam"]}, "so2-z"),
         ("spurions", {"set": ["time"]}, "so3"),
         ("spurions", {"set": ["beam-axis"]}, "so12-z"),
+        ("spurions", {"set": ["beam-plus"]}, "se2"),
+        ("input", {"quantities": ["E-pz"]}, "se2"),
         ("input", {"quantities": ["E", "pz"]}, "so2-z"),
         ("input", {"quantities": ["pT", "m2"]}, "longitudinal"),
     ],

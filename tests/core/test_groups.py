@@ -11,7 +11,7 @@ from conftest import random_events
 import symfw
 from symfw.core.kinematics import metric
 
-GROUPS = ["lorentz", "so3", "so2-z", "so12-z", "boost-z", "longitudinal", "trivial"]
+GROUPS = ["lorentz", "so3", "so2-z", "so12-z", "se2", "boost-z", "longitudinal", "trivial"]
 
 
 def group(name, **options):
@@ -244,7 +244,8 @@ def test_every_caller_draws_from_random_elements():
         assert torch.equal(moved, act(elements, p4, mask))
 
 
-@pytest.mark.parametrize("name, fixed", [("so12-z", (0.0, 0, 0, 1)), ("so3", (1.0, 0, 0, 0)), ("so2-z", (1.0, 0, 0, 1))])
+@pytest.mark.parametrize("name, fixed", [("so12-z", (0.0, 0, 0, 1)), ("so3", (1.0, 0, 0, 0)), ("so2-z", (1.0, 0, 0, 1)),
+                                         ("se2", (1.0, 0, 0, 1))])
 def test_stabiliser_groups_fix_their_vector(name, fixed):
     v = torch.tensor(fixed, dtype=torch.float64)
     lam = random_elements(name, 100, rapidity=(0.5, 2.0), rng=torch.Generator().manual_seed(14))
@@ -313,3 +314,41 @@ def test_intersections_work_for_any_generators():
     assert intersect([little, "so3"]).name == "so2-z"  # only J_z is a rotation among them
     assert intersect([little, "lorentz"]) is little
     assert intersect([little, "so12-z"]).name == "so2-z"  # N_x, N_y involve J_y, J_x
+
+
+@pytest.mark.parametrize("vectors, expected", [
+    ([(1.0, 0, 0, 0)], "so3"), ([(0.0, 0, 0, 1)], "so12-z"), ([(1.0, 0, 0, 1)], "se2"), ([(3.0, 0, 0, 3)], "se2"), ([(1.0, 0, 0, -1)], "subgroup(T1, T2, T3)"),
+    ([(1.0, 0, 0, 1), (1.0, 0, 0, -1)], "so2-z"), ([], "lorentz"), ([(1.0, 0, 0, 0), (0, 1.0, 0, 0), (0, 0, 1.0, 0)], "trivial"),
+    ([(0, 1.0, 0, 0)], "subgroup(Ky, Kz, Jx)"),
+])
+def test_the_stabiliser_of_four_vectors(vectors, expected):
+    from symfw.core.groups import stabiliser
+
+    group = stabiliser(vectors)
+    assert group.name == expected
+    v = torch.tensor(vectors, dtype=torch.float64).reshape(-1, 4)
+    for generator in group.generators():  # every generator fixes every vector ...
+        assert (v @ generator.T).abs().max() < 1e-12 if len(v) else True
+    # ... and it has all of them: the dimension is 6 minus the rank of the map T -> (T v_k)
+    lorentz = torch.stack([lorentz_generator(n) for n in ("Kx", "Ky", "Kz", "Jx", "Jy", "Jz")])
+    rank = int(torch.linalg.matrix_rank(torch.einsum("aij,kj->kia", lorentz, v).reshape(-1, 6))) if len(v) else 0
+    assert len(group.generator_names) == 6 - rank
+
+
+def test_se2_is_the_little_group_of_the_light_like_beam():
+    """N_x, N_y, J_z close into an algebra ([J_z, N_x] = N_y, [J_z, N_y] = −N_x, [N_x, N_y] = 0),
+    the null rotations are nilpotent, and the elements keep E − pz of every particle."""
+    from symfw.plugins.lorentz_groups import SE2
+
+    nx, ny, jz = SE2().generators()
+    def bracket(a, b):
+        return a @ b - b @ a
+    torch.testing.assert_close(bracket(jz, nx), ny)
+    torch.testing.assert_close(bracket(jz, ny), -nx)
+    torch.testing.assert_close(bracket(nx, ny), torch.zeros(4, 4, dtype=torch.float64))
+    assert torch.equal(nx @ nx @ nx, torch.zeros(4, 4, dtype=torch.float64))
+    lam = random_elements("se2", 50, rapidity=(0.5, 2.0), rng=torch.Generator().manual_seed(3))
+    p4 = torch.randn(50, 7, 4, dtype=torch.float64)
+    moved = act(lam, p4)
+    torch.testing.assert_close(moved[..., 0] - moved[..., 3], p4[..., 0] - p4[..., 3])
+    assert (moved - p4).abs().amax() > 0.1

@@ -118,6 +118,35 @@ def test_the_four_vector_head_of_an_invariant_model_is_lorentz_equivariant(dtype
     assert float(gap.max()) > 1e-3
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_jet_four_vector_preset_is_equivariant_on_padded_jets(dtype):
+    """invariant-jets-four-vector: an invariant latent of the 16 hardest constituents, weights w_i
+    over all real constituents — the output moves as a four-vector, padding contributes nothing."""
+    from symfw.testing import random_events
+
+    torch.manual_seed(0)
+    model = symfw.build_model(symfw.load_spec("invariant-jets-four-vector")).to(dtype).eval()
+    with torch.no_grad():  # non-trivial weights w_i (the head starts at w_i = 1)
+        for p in model.head.parameters():
+            p.normal_(0, 0.3)
+    p4 = random_events(16, 128, dtype=torch.float64, seed=3, mass=0.14)
+    mask = torch.arange(128)[None, :] < torch.randint(20, 100, (16, 1))
+    p4 = (p4 * mask[..., None]).to(dtype)
+    elements = random_elements("lorentz", 16, rapidity=(0.0, 0.5), dtype=torch.float64)
+    with torch.no_grad():
+        out = model(p4, mask).double()
+        moved = model(act(elements, p4.double(), mask).to(dtype), mask).double()
+        padded = p4.clone()
+        padded[~mask] = 7.0  # what sits in the padded slots must not matter
+        again = model(padded, mask).double()
+    expected = torch.einsum("bij,bj->bi", elements, out)
+    tol = 1e-9 if dtype == torch.float64 else 2e-3
+    scale = float(expected.abs().max())
+    torch.testing.assert_close(moved, expected, rtol=tol, atol=tol * scale)
+    torch.testing.assert_close(again, out, rtol=tol, atol=tol * scale)
+    assert float((moved - out).abs().max()) > 100 * tol * scale  # it moves: equivariant, not invariant
+
+
 def test_a_four_vector_head_needs_a_task_with_four_outputs():
     with pytest.raises(SpecError, match="head.kind: a four-vector head outputs 4 numbers, but task 'multiclass' needs 3"):
         spec_of("invariant", task={"name": "multiclass"}, head={"kind": "four-vector"})

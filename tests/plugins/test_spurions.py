@@ -7,14 +7,35 @@ import torch
 from conftest import random_events
 
 import symfw
-from symfw.core.interfaces import MatrixLieGroup, Particles, lorentz_generator
+from symfw.core.interfaces import Particles, lorentz_generator
 from symfw.core.invariance import assert_invariant, assert_not_invariant
 from symfw.plugins.input_method import InputMethod
 from symfw.plugins.lorentz_groups import Lorentz
-from symfw.plugins.spurions import SPURIONS, UNBROKEN, Spurions, unbroken_generators
+from symfw.plugins.spurions import SPURIONS, Spurions
 
 LORENTZ_NAMES = ("Kx", "Ky", "Kz", "Jx", "Jy", "Jz")
-SETS = [["beam"], ["time"], ["beam-axis"], ["time", "beam-axis"], ["beam", "time"], ["beam", "beam-axis"]]
+SETS = [["beam"], ["beam-plus"], ["time"], ["beam-axis"], ["time", "beam-axis"], ["beam", "time"], ["beam", "beam-axis"],
+        ["beam-plus", "time"]]
+
+#: the physics, written out independently of the code: the generators fixing each set's spurions
+#: (N_x = K_x − J_y and N_y = K_y + J_x are the null rotations fixing e+ = (1, 0, 0, 1))
+NULL = {"Nx": {"Kx": 1.0, "Jy": -1.0}, "Ny": {"Ky": 1.0, "Jx": 1.0}}
+UNBROKEN = {("beam",): ["Jz"], ("beam-plus",): ["Nx", "Ny", "Jz"], ("time",): ["Jx", "Jy", "Jz"],
+            ("beam-axis",): ["Kx", "Ky", "Jz"]}
+REGISTERED = {("beam",): "so2-z", ("beam-plus",): "se2", ("time",): "so3", ("beam-axis",): "so12-z"}
+
+
+def unbroken(spurion_set) -> list[str]:
+    """Any two of the sets leave SO(2)_z (J_z)."""
+    return UNBROKEN.get(tuple(spurion_set), ["Jz"])
+
+
+def coefficients(name) -> torch.Tensor:
+    """(6,) coefficients over LORENTZ_NAMES of a generator named in UNBROKEN."""
+    row = torch.zeros(6, dtype=torch.float64)
+    for gen, c in NULL.get(name, {name: 1.0}).items():
+        row[LORENTZ_NAMES.index(gen)] = c
+    return row
 
 
 def spurions(*names):
@@ -87,29 +108,23 @@ def test_the_documented_unbroken_generators_are_the_stabiliser_of_the_spurions(s
     _, sv, vh = torch.linalg.svd(system)
     rank = int((sv > 1e-10).sum())
     null = vh[rank:]  # the stabiliser algebra, as coefficient vectors
-    expected = torch.stack([torch.eye(6, dtype=torch.float64)[LORENTZ_NAMES.index(n)] for n in unbroken_generators(spurion_set)])
+    expected = torch.stack([coefficients(n) for n in unbroken(spurion_set)])
     assert null.shape[0] == expected.shape[0]
     # same subspace: projecting the expected basis onto the null space loses nothing
     torch.testing.assert_close(expected @ null.T @ null, expected, atol=1e-10, rtol=0)
+    # and the transform's declared group has exactly this algebra
+    declared = spurions(*spurion_set).keeps.generators().reshape(-1, 16)
+    lorentz = torch.stack([lorentz_generator(n) for n in LORENTZ_NAMES]).reshape(6, 16)
+    coef = torch.linalg.lstsq(lorentz.T, declared.T).solution.T  # (k, 6)
+    assert coef.shape[0] == null.shape[0]
+    torch.testing.assert_close(coef @ null.T @ null, coef, atol=1e-10, rtol=0)
 
 
-def test_the_table_of_unbroken_subgroups():
-    assert UNBROKEN["beam"] == ("Jz",)
-    assert unbroken_generators(["beam"]) == ("Jz",)  # e+ and e- fix t and z: no z-boosts
-    assert unbroken_generators(["time"]) == ("Jx", "Jy", "Jz")
-    assert unbroken_generators(["beam-axis"]) == ("Kx", "Ky", "Jz")
-    assert unbroken_generators(["time", "beam-axis"]) == ("Jz",)
+def test_beam_and_beam_plus_together_are_refused():
+    from pydantic import ValidationError
 
-
-class _Unbroken(MatrixLieGroup):
-    """The subgroup spanned by some Lorentz generators (for finite elements in the test)."""
-
-    name = "test-unbroken"
-
-
-def _subgroup(names):
-    cls = type("Sub", (_Unbroken,), {"boosts": tuple(n for n in names if n[0] == "K"), "rotations": tuple(n for n in names if n[0] == "J")})
-    return cls(cls.Options(max_rapidity=1.5))
+    with pytest.raises(ValidationError, match="'beam' already holds e\\+"):
+        Spurions.Options(set=["beam", "beam-plus"])
 
 
 @pytest.mark.parametrize("preset", ["pelican-spurions", "invariant-spurions"])
@@ -118,14 +133,18 @@ def test_a_spurion_model_is_exactly_invariant_under_its_unbroken_subgroup_only(p
     model = model_with(spurion_set, preset)
     p4 = random_events(64, 2, seed=1)
     mask = torch.ones(64, 2, dtype=torch.bool)
-    lorentz, keep = Lorentz(Lorentz.Options(max_rapidity=1.5)), unbroken_generators(spurion_set)
+    lorentz, keep = Lorentz(Lorentz.Options(max_rapidity=1.5)), unbroken(spurion_set)
     rng = torch.Generator().manual_seed(0)
     for name in LORENTZ_NAMES:
         if name in keep:
             assert_invariant(model, lorentz, p4, mask, generator=name, rng=rng)
         else:
             assert_not_invariant(model, lorentz, p4, mask, generator=name, rtol=1e-6, rng=rng)
-    assert_invariant(model, _subgroup(keep), p4, mask, rng=rng)  # finite elements of the whole subgroup
+    kept = spurions(*spurion_set).keeps
+    kept.options = kept.Options(max_rapidity=1.5)
+    for name in kept.generator_names:  # the null rotations too, which are no single K or J
+        assert_invariant(model, kept, p4, mask, generator=name, rng=rng)
+    assert_invariant(model, kept, p4, mask, rng=rng)  # finite elements of the whole subgroup
 
 
 def test_spurions_are_never_transformed_by_the_penalties():
@@ -230,7 +249,6 @@ def test_pelican_tells_the_spurions_apart_by_their_labels():
 
 from symfw.core.groups import act  # noqa: E402
 from symfw.core.invariance import invariance_deviation  # noqa: E402
-from symfw.plugins.input_method import KEEPS  # noqa: E402
 
 #: what the physics says each built-in preset keeps exactly
 PRESET_RESIDUAL = {
@@ -256,6 +274,7 @@ PRESET_RESIDUAL = {
     "pelican-jets": "lorentz",
     "pelican-jets-four-vector": "lorentz",
     "pfn-jets-four-vector": "trivial",
+    "invariant-jets-four-vector": "lorentz",  # invariant latent and w_i: p = Σ w_i p_i is equivariant
     "invariant-jets": "lorentz",
     "pfn-jets-seal-group": "trivial",
     "pfn-jets-seal-infinitesimal": "trivial",
@@ -305,24 +324,45 @@ def test_each_preset_is_invariant_along_exactly_its_declared_generators(preset):
 
 @pytest.mark.parametrize("spurion_set", SETS, ids=lambda s: "+".join(s))
 def test_spurions_declare_the_registered_stabiliser(spurion_set):
-    expected = {("beam",): "so2-z", ("time",): "so3", ("beam-axis",): "so12-z"}.get(tuple(spurion_set), "so2-z")
+    expected = REGISTERED.get(tuple(spurion_set), "so2-z")
     keeps = spurions(*spurion_set).keeps
-    assert keeps.name == expected and set(keeps.generator_names) == set(unbroken_generators(spurion_set))
+    assert keeps.name == expected and set(keeps.generator_names) == set(unbroken(spurion_set))
     assert model_with(spurion_set).residual_group.name == expected
 
 
-@pytest.mark.parametrize("quantity", sorted(KEEPS))
+#: the physics of each quantity, written out independently: the generators that leave it unchanged
+QUANTITY_KEPT = {"E": ["Jx", "Jy", "Jz"], "px": ["Ky", "Kz", "Jx", "Ny"], "py": ["Kx", "Kz", "Jy", "Nx"], "pz": ["Kx", "Ky", "Jz"],
+                 "E-pz": ["Nx", "Ny", "Jz"], "pT": ["Kz", "Jz"], "eta": ["Jz"], "phi": ["Kz"], "y": ["Jz"],
+                 "m2": [*LORENTZ_NAMES, "Nx", "Ny"]}
+
+
+def test_every_quantity_of_the_input_method_has_its_physics_written_here():
+    from symfw.plugins.input_method import QUANTITIES
+
+    assert set(QUANTITIES) == set(QUANTITY_KEPT)
+
+
+@pytest.mark.parametrize("quantity", sorted(QUANTITY_KEPT))
 def test_the_input_method_keeps_exactly_what_leaves_its_quantity_unchanged(quantity):
     from symfw.plugins.input_method import QUANTITIES
 
     p4 = random_events(32, 2, seed=6, mass=3.0)
-    for name in LORENTZ_NAMES:
-        lam = torch.linalg.matrix_exp(0.3 * lorentz_generator(name))
+    lorentz = torch.stack([lorentz_generator(n) for n in LORENTZ_NAMES])
+    for name in [*LORENTZ_NAMES, *NULL]:
+        generator = torch.einsum("a,aij->ij", coefficients(name), lorentz)
+        lam = torch.linalg.matrix_exp(0.3 * generator)
         change = (QUANTITIES[quantity](p4 @ lam.T) - QUANTITIES[quantity](p4)).abs().max()
-        if name in KEEPS[quantity]:
+        if name in QUANTITY_KEPT[quantity]:
             assert change < 1e-10, (quantity, name)
         else:
             assert change > 1e-3, (quantity, name)
+    # the declared group: every one of its generators leaves the quantity unchanged, and it has as many as the physics
+    kept = InputMethod(InputMethod.Options(quantities=[quantity])).keeps
+    dimension = int(torch.linalg.matrix_rank(torch.stack([coefficients(n) for n in QUANTITY_KEPT[quantity]])))
+    assert len(kept.generator_names) == dimension, kept.name
+    for generator in kept.generators():
+        lam = torch.linalg.matrix_exp(0.3 * generator)
+        assert (QUANTITIES[quantity](p4 @ lam.T) - QUANTITIES[quantity](p4)).abs().max() < 1e-10, (quantity, kept.name)
 
 
 def test_the_input_method_declares_the_intersection_of_its_quantities():
@@ -333,3 +373,4 @@ def test_the_input_method_declares_the_intersection_of_its_quantities():
     assert keeps("E") == "so3" and keeps("pz") == "so12-z" and keeps("pT") == "longitudinal"
     assert keeps("m2") == "lorentz" and keeps("phi") == "boost-z" and keeps("E", "phi") == "trivial"
     assert keeps("px") == "subgroup(Ky, Kz, Jx)"  # no registered group fixes the x axis
+    assert keeps("E-pz") == "se2" and keeps("E-pz", "E") == "so2-z" and keeps("E-pz", "pT") == "so2-z"
