@@ -207,45 +207,69 @@ def invariance_curves(
 _STYLES = ["-", "--", ":", "-."]
 
 
+def invariance_lines(curves: Sequence[InvarianceCurves]) -> tuple[str, list[tuple[int, str, int, str]]]:
+    """What :func:`plot_invariance` draws: ``(colour_by, [(model index, row, colour index, line style)])``.
+
+    Up to four models: every generator row of every model, colour = generator, line style = model.
+    More models than line styles: colour = model, one row per model — the random direction K·n̂
+    when the model has it (else its first row) — so that no two models look alike."""
+    if len(curves) <= len(_STYLES):
+        rows = list(dict.fromkeys(r for c in curves for r in c.rows))
+        return "generator", [(m, r, rows.index(r), _STYLES[m]) for m, c in enumerate(curves) for r in c.rows]
+    return "model", [(m, RANDOM_BOOST if RANDOM_BOOST in c.rows else next(iter(c.rows)), m, "-")
+                     for m, c in enumerate(curves) if c.rows]
+
+
 def plot_invariance(curves: Sequence[InvarianceCurves], path: str | Path) -> None:
     """SEAL Fig. 2 style: mean |Δlogit|, |Δp| and the output-quantile shift |Δq| vs θ; colour =
-    generator, line = model."""
+    generator and line = model, or with more than four models colour = model along K·n̂
+    (:func:`invariance_lines`). Bands: ±1σ over members, drawn where they stay above zero (the
+    axes are logarithmic)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    rows = list(dict.fromkeys(r for c in curves for r in c.rows))
-    colours = {r: plt.get_cmap("tab10")(i % 10) for i, r in enumerate(rows)}
+    colour_by, lines = invariance_lines(curves)
+    palette = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.4), layout="constrained")
     for ax, key, ylabel in (
         (axes[0], "dlogit", "mean |Δ logit|"),
         (axes[1], "dprob", "mean |Δ probability|"),
         (axes[2], "dquantile", "mean |Δ output quantile|"),
     ):
-        for m, c in enumerate(curves):
+        for m, r, colour, style in lines:
+            c = curves[m]
             values, spread = getattr(c, key), getattr(c, f"{key}_std")
             x = np.asarray(c.parameters)
             keep = x > 0  # log axis: θ = 0 is the identity
-            for r in c.rows:
-                y = np.asarray(values[r])
-                ax.plot(x[keep], y[keep], _STYLES[m % len(_STYLES)], color=colours[r], marker="o", ms=3)
-                if c.n_members > 1 and r in spread:
-                    s = np.asarray(spread[r])
-                    ax.fill_between(x[keep], (y - s)[keep], (y + s)[keep], color=colours[r], alpha=0.12, lw=0)
+            y = np.asarray(values[r])
+            ax.plot(x[keep], y[keep], style, color=palette(colour % 10), marker="o", ms=3)
+            if c.n_members > 1 and r in spread:
+                s = np.asarray(spread[r])
+                low, high = (y - s)[keep], (y + s)[keep]
+                ax.fill_between(x[keep], np.where(low > 0, low, np.nan), high, where=low > 0,
+                                color=palette(colour % 10), alpha=0.12, lw=0)
         ax.set_yscale("log")
         ax.set_xlabel("θ: rapidity for boosts K, angle in rad for rotations J")
         ax.set_ylabel(ylabel)
         ax.grid(True, which="both", alpha=0.25)
-    handles = [Line2D([], [], color=colours[r], marker="o", ms=3, label=r) for r in rows]
-    fig.legend(handles=handles, title="generator", fontsize=8, loc="outside right upper")
-    if len(curves) > 1 or curves[0].label:
-        model_handles = [
-            Line2D([], [], color="k", ls=_STYLES[m % len(_STYLES)], label=f"{c.label}\n({c.n_members} member{'s' * (c.n_members > 1)})")
-            for m, c in enumerate(curves)
-        ]
-        fig.legend(handles=model_handles, title="model", fontsize=8, loc="outside right lower")
+    def members(c):
+        return f"{c.n_members} member{'s' * (c.n_members > 1)}"
+
+    if colour_by == "generator":
+        rows = list(dict.fromkeys(r for _, r, _, _ in lines))
+        handles = [Line2D([], [], color=palette(i % 10), marker="o", ms=3, label=r) for i, r in enumerate(rows)]
+        fig.legend(handles=handles, title="generator", fontsize=8, loc="outside right upper")
+        if len(curves) > 1 or curves[0].label:
+            model_handles = [Line2D([], [], color="k", ls=_STYLES[m], label=f"{c.label}\n({members(c)})")
+                             for m, c in enumerate(curves)]
+            fig.legend(handles=model_handles, title="model", fontsize=8, loc="outside right lower")
+    else:
+        handles = [Line2D([], [], color=palette(colour % 10), marker="o", ms=3,
+                          label=f"{curves[m].label} ({members(curves[m])}): {r}") for m, r, colour, _ in lines]
+        fig.legend(handles=handles, title="model: direction", fontsize=8, loc="outside right upper")
     group = ", ".join(sorted({c.group for c in curves}))
     fig.suptitle(f"Output change under group elements exp(θT) of {group}, {curves[0].n_events:,} events")
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=150, format="png"))

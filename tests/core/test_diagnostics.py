@@ -8,7 +8,14 @@ import torch
 from conftest import random_events
 
 import symfw
-from symfw.core.diagnostics import RANDOM_BOOST, diagnostic_directions, invariance_curves, plot_invariance, summary_ratios
+from symfw.core.diagnostics import (
+    RANDOM_BOOST,
+    diagnostic_directions,
+    invariance_curves,
+    invariance_lines,
+    plot_invariance,
+    summary_ratios,
+)
 from symfw.core.errors import UsageError
 from symfw.plugins.lorentz_groups import BoostZ, Lorentz
 
@@ -104,6 +111,21 @@ def test_the_figure_is_a_png(tmp_path):
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
     assert np.isfinite(curves[1].mean_over_parameters("Kx"))
+
+
+def test_many_models_are_told_apart_by_colour_along_the_random_direction(tmp_path):
+    """Beyond four models the line styles would repeat: one colour per model, K·n̂ only."""
+    p4, mask = transverse_events(40)
+    fns = [lambda x, m, k=k: x[..., 0].sum(-1) / (50 + k) + k * x[..., 1].sum(-1) / 500 for k in range(6)]
+    curves = [invariance_curves([f], Lorentz(), p4, mask, parameters=[0, 0.5, 1], label=f"m{i}") for i, f in enumerate(fns)]
+    colour_by, lines = invariance_lines(curves)
+    assert colour_by == "model" and [(m, r) for m, r, _, _ in lines] == [(m, RANDOM_BOOST) for m in range(6)]
+    assert len({colour for _, _, colour, _ in lines}) == 6
+    few_by, few = invariance_lines(curves[:2])
+    assert few_by == "generator" and len(few) == 2 * len(curves[0].rows) and {s for *_, s in few} == {"-", "--"}
+    path = tmp_path / "inv.png"
+    plot_invariance(curves, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("preset", ["invariant-spurions", "pelican-spurions"])
