@@ -5,7 +5,8 @@
 #   study/run.sh medium [STUDY...]   # the size docs/study.md reports (~1 hour of one core)
 #   study/run.sh paper  [STUDY...]   # the papers' settings (100 epochs, 5 seeds, 20k/100k events): many hours here
 #
-# STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions jets-table
+# STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions
+#              jets-symmetry-size jets-table
 # (default: all but the fig4lr and jets ones, in that order; the jets ones need symfw[jets]: Pythia 8 + FastJet).
 # Runs go to runs/study/<mode>/ (resumable: rerunning continues where it stopped); figures are
 # copied to docs/study/<mode>/; each step's table is kept in runs/study/<mode>/<step>.table.txt
@@ -143,6 +144,24 @@ for study in $STUDIES; do
       step "jets-spurions-$sample-none" $SYMFW compare invariant-jets $S/jets-input-all.toml $S/jets-input-all-augmented.toml \
         --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-none"
     done ;;
+  jets-symmetry-size)  # "is more symmetry better at small model size?": the spurion method for every residual group
+                       # (none = all components as inputs), at the spurion study's size (MLP 128;64) and small (MLP 16)
+    JET_COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)
+    JETS_FILE=$OUT/jets-qcd-top.npz
+    [ -e "$JETS_FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --out "$JETS_FILE" --quiet > /dev/null
+    QG_FILE=$OUT/jets-gluon-quark.npz
+    S=study/specs
+    for sample in top qg; do
+      file=$JETS_FILE; [ $sample = qg ] && file=$QG_FILE
+      [ -e "$file" ] || $SYMFW data generate jets --process gluon,quark --events "$QG_JETS" --seed 1 \
+        --set 'pt_range=[500,550]' --out "$file" --quiet > /dev/null
+      step "jets-symmetry-$sample-standard" $SYMFW compare invariant-jets $S/jets-spurion-time.toml \
+        $S/jets-spurion-beam-axis.toml $S/jets-spurion-beam-plus.toml invariant-jets-spurions $S/jets-input-all.toml \
+        --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-symmetry-$sample-standard"
+      step "jets-symmetry-$sample-small" $SYMFW compare $S/jets-small-lorentz.toml $S/jets-small-spurion-time.toml \
+        $S/jets-small-spurion-beam-axis.toml $S/jets-small-spurion-beam-plus.toml $S/jets-small-spurion-beam.toml \
+        $S/jets-small-input-all.toml --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-symmetry-$sample-small"
+    done ;;
   jets-table)  # every strategy on the same top-vs-QCD jets, splits and seeds (10 % and 100 % of the training split),
                # then SEAL's invariance vs boost of those models, accuracy vs pT on boosted jets, and the pT
                # extrapolation (train below 600 GeV; each penalty's λ chosen on validation from JET_LAMS, every
@@ -161,7 +180,7 @@ for study in $STUDIES; do
     step jets-seal-extrapolation-lam $SYMFW compare pfn-jets pfn-jets-seal-group pfn-jets-seal-infinitesimal \
       --train-pt-max 600 --cut-context system-pt --lam-grid "$JET_LAMS" --data "$JETS_FILE" "${JET_COMMON[@]}" \
       --out "$OUT/jets-seal-extrapolation-lam" ;;
-  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions jets-table" >&2; exit 2 ;;
+  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions jets-symmetry-size jets-table" >&2; exit 2 ;;
   esac
 done
 echo "== done: tables in $OUT/*.table.txt, times in $OUT/times.txt, figures in $FIG" >&2

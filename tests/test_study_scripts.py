@@ -68,6 +68,8 @@ STUDY_SPEC_GROUP = {
     "pelican-jets-spurion-beam-axis": "so12-z", "pelican-jets-spurion-time": "so3", "pfn-jets-latent128": "trivial",
     "seal-toy-invariant": "lorentz", "seal-toy-pfn-seal-group": "trivial", "seal-toy-pfn-seal-infinitesimal": "trivial",
     "seal-toy-pfn": "trivial",
+    "jets-small-lorentz": "lorentz", "jets-small-spurion-time": "so3", "jets-small-spurion-beam-axis": "so12-z",
+    "jets-small-spurion-beam-plus": "se2", "jets-small-spurion-beam": "so2-z", "jets-small-input-all": "trivial",
 }
 
 
@@ -79,17 +81,21 @@ def test_every_study_spec_builds_and_keeps_the_group_it_is_listed_under():
         assert model.residual_group.name == STUDY_SPEC_GROUP[name], (name, model.residual_reason)
 
 
-def test_the_se2_row_of_the_spurion_study_matches_its_reference_at_the_first_batch():
-    """The SE(2) pair differs from invariant-jets only in the input layer: matched initialisation holds."""
+@pytest.mark.parametrize("row", ["se2", "small"])
+def test_the_rows_of_the_spurion_study_match_their_reference_at_the_first_batch(row):
+    """The SE(2) pair, and the six residual groups at small size, differ from their reference only
+    in the input layer: matched initialisation holds."""
     import torch
 
     from symfw.core.matching import first_batch_difference
     from symfw.testing import random_events
 
-    specs = [symfw.load_spec(n) for n in ("invariant-jets", STUDY / "specs" / "jets-spurion-beam-plus.toml",
-                                           STUDY / "specs" / "jets-input-Eminus.toml")]
+    names = {"se2": ["invariant-jets", "jets-spurion-beam-plus", "jets-input-Eminus"],
+             "small": [f"jets-small-{n}" for n in ("lorentz", "spurion-time", "spurion-beam-axis", "spurion-beam-plus",
+                                                   "spurion-beam", "input-all")]}[row]
+    specs = [symfw.load_spec(n if n == "invariant-jets" else STUDY / "specs" / f"{n}.toml") for n in names]
     p4 = random_events(32, 128, seed=5, mass=0.14)
     mask = torch.arange(128)[None, :] < torch.randint(20, 60, (32, 1), generator=torch.Generator().manual_seed(5))
     report = first_batch_difference(specs, [1, 2], p4 * mask[..., None], mask, dtype=torch.float64)
     assert report["first_batch_max_difference"] < 1e-6
-    assert report["specs"] == ["invariant-jets", "jets-spurion-beam-plus", "jets-input-Eminus"]
+    assert report["specs"] == names
