@@ -6,7 +6,7 @@
 #   study/run.sh paper  [STUDY...]   # the papers' settings (100 epochs, 5 seeds, 20k/100k events): many hours here
 #
 # STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions
-#              jets-symmetry-size jets-table
+#              jets-symmetry-size jets-hybrid-pt jets-table
 # (default: all but the fig4lr and jets ones, in that order; the jets ones need symfw[jets]: Pythia 8 + FastJet).
 # Runs go to runs/study/<mode>/ (resumable: rerunning continues where it stopped); figures are
 # copied to docs/study/<mode>/; each step's table is kept in runs/study/<mode>/<step>.table.txt
@@ -162,6 +162,14 @@ for study in $STUDIES; do
         $S/jets-small-spurion-beam-axis.toml $S/jets-small-spurion-beam-plus.toml $S/jets-small-spurion-beam.toml \
         $S/jets-small-input-all.toml --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-symmetry-$sample-small"
     done ;;
+  jets-hybrid-pt)  # the hybrid paper's question on jets, over a wide jet-pT range (300-1000 GeV: the constituents' pT, and
+                   # with it the tracker's b·pT term, grow ~3x): AUC vs epoch at 10 % and 100 % of the data, the weight vs jet pT
+    JET_COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)
+    WIDE_FILE=$OUT/jets-qcd-top-pt300-1000.npz
+    [ -e "$WIDE_FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --seed 1 \
+      --set 'pt_range=[300,1000]' --out "$WIDE_FILE" --quiet > /dev/null
+    step jets-hybrid-pt $SYMFW compare pfn-jets invariant-jets hybrid-jets --fractions 0.1,1.0 --data "$WIDE_FILE" \
+      "${JET_COMMON[@]}" --out "$OUT/jets-hybrid-pt" ;;
   jets-table)  # every strategy on the same top-vs-QCD jets, splits and seeds (10 % and 100 % of the training split),
                # then SEAL's invariance vs boost of those models, accuracy vs pT on boosted jets, and the pT
                # extrapolation (train below 600 GeV; each penalty's λ chosen on validation from JET_LAMS, every
@@ -180,7 +188,7 @@ for study in $STUDIES; do
     step jets-seal-extrapolation-lam $SYMFW compare pfn-jets pfn-jets-seal-group pfn-jets-seal-infinitesimal \
       --train-pt-max 600 --cut-context system-pt --lam-grid "$JET_LAMS" --data "$JETS_FILE" "${JET_COMMON[@]}" \
       --out "$OUT/jets-seal-extrapolation-lam" ;;
-  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions jets-symmetry-size jets-table" >&2; exit 2 ;;
+  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions jets-symmetry-size jets-hybrid-pt jets-table" >&2; exit 2 ;;
   esac
 done
 echo "== done: tables in $OUT/*.table.txt, times in $OUT/times.txt, figures in $FIG" >&2
