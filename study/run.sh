@@ -24,9 +24,9 @@ case "$MODE" in
   quick)  TOY=(1000 5 1 "0 6" 0.01) ;;&
   medium) TOY=(2000 8 2 "0 6" 0.0001,0.001,0.01) ;;&
   paper)  TOY=(20000 50 5 "0 1 2 3 4 5 6 7 8" 0.0001,0.001,0.01,0.1) ;;&
-  quick)  SMALL=6000;  LARGE=10000;  EPOCHS=6;   SEEDS=2; FRACS=0.2,0.5,1.0;            DIAG=1000;  RES="0 0.2"; SLOPES="0.004"; JETS=2000; QG_JETS=2000; JET_EPOCHS=4; JET_LAMS=0.1,1 ;;
-  medium) SMALL=20000; LARGE=40000;  EPOCHS=25;  SEEDS=3; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=3000;  RES="0 0.1 0.2"; SLOPES="0.002 0.004"; JETS=20000; QG_JETS=10000; JET_EPOCHS=15; JET_LAMS=0.01,0.1,1 ;;
-  paper)  SMALL=20000; LARGE=100000; EPOCHS=100; SEEDS=5; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=10000; RES="0 0.05 0.1 0.15 0.2"; SLOPES="0.002 0.004"; JETS=100000; QG_JETS=100000; JET_EPOCHS=50; JET_LAMS=0.001,0.01,0.1,1 ;;
+  quick)  SMALL=6000;  LARGE=10000;  EPOCHS=6;   SEEDS=2; FRACS=0.2,0.5,1.0;            DIAG=1000;  RES="0 0.2"; SLOPES="0.004"; JETS=2000; QG_JETS=2000; JET_EPOCHS=4; JET_LAMS=0.1,1; SIZE_SAMPLES="top" ;;
+  medium) SMALL=20000; LARGE=40000;  EPOCHS=25;  SEEDS=3; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=3000;  RES="0 0.1 0.2"; SLOPES="0.002 0.004"; JETS=20000; QG_JETS=10000; JET_EPOCHS=15; JET_LAMS=0.01,0.1,1; SIZE_SAMPLES="top qg" ;;
+  paper)  SMALL=20000; LARGE=100000; EPOCHS=100; SEEDS=5; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=10000; RES="0 0.05 0.1 0.15 0.2"; SLOPES="0.002 0.004"; JETS=100000; QG_JETS=100000; JET_EPOCHS=50; JET_LAMS=0.001,0.01,0.1,1; SIZE_SAMPLES="top qg" ;;
   *) echo "usage: study/run.sh quick|medium|paper [STUDY...]" >&2; exit 2 ;;
 esac
 OUT=runs/study/$MODE
@@ -145,13 +145,14 @@ for study in $STUDIES; do
         --matched-init --data "$file" "${JET_COMMON[@]}" --out "$OUT/jets-spurions-$sample-none"
     done ;;
   jets-symmetry-size)  # "is more symmetry better at small model size?": the spurion method for every residual group
-                       # (none = all components as inputs), at the spurion study's size (MLP 128;64) and small (MLP 16)
+                       # (none = all components as inputs), at the spurion study's size (MLP 128;64) and small (MLP 16);
+                       # quick: top jets only
     JET_COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)
     JETS_FILE=$OUT/jets-qcd-top.npz
     [ -e "$JETS_FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --out "$JETS_FILE" --quiet > /dev/null
     QG_FILE=$OUT/jets-gluon-quark.npz
     S=study/specs
-    for sample in top qg; do
+    for sample in $SIZE_SAMPLES; do
       file=$JETS_FILE; [ $sample = qg ] && file=$QG_FILE
       [ -e "$file" ] || $SYMFW data generate jets --process gluon,quark --events "$QG_JETS" --seed 1 \
         --set 'pt_range=[500,550]' --out "$file" --quiet > /dev/null
