@@ -136,6 +136,13 @@ def plot_general_weight(results: Sequence[dict], path: Path, names: Sequence[str
     return _save(fig, path)
 
 
+def pt_scale(lo: float, hi: float) -> str:
+    """The x scale of a pT axis: logarithmic when the bins span more than a factor 4 (a falling
+    spectrum, 20–200 GeV), linear for a narrow window (jets of 550–650 GeV), where a log axis
+    would show one tick."""
+    return "log" if lo > 0 and hi / lo > 4 else "linear"
+
+
 def plot_extrapolation(results: Sequence[dict], path: Path, names: Sequence[str] | None = None) -> Path | None:
     """Test AUC and accuracy in pT bins, with the training cut marked; None without a cut."""
     entries = [(n, _main(r).get("extrapolation")) for n, r in zip(_names(results, names), results)]
@@ -155,12 +162,15 @@ def plot_extrapolation(results: Sequence[dict], path: Path, names: Sequence[str]
             mean = _nan([b[key]["mean"] if key in b else None for b in e["bins"]])
             std = _nan([b[key]["std"] if key in b else None for b in e["bins"]])
             ax.errorbar(x, mean, yerr=std, xerr=xerr, fmt="o", color=color, capsize=2, label=name)
+    edges = [b[k] for _, e in entries for b in e["bins"] for k in ("lo", "hi")]
+    scale = pt_scale(min(edges), max(edges))
     for ax, label in zip(axes, [f"test {_metric_label(k)}" for k in keys]):
-        ax.set_xscale("log")
+        ax.set_xscale(scale)
         xlim = ax.get_xlim()
-        ticks = [t for t in (5, 10, 20, 50, 100, 200, 500, 1000, 2000) if xlim[0] <= t <= xlim[1]]
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        if scale == "log":
+            ticks = [t for t in (5, 10, 20, 50, 100, 200, 500, 1000, 2000) if xlim[0] <= t <= xlim[1]]
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.axvline(pt_max, color="k", linestyle="--", linewidth=1)
         ax.axvspan(pt_max, xlim[1], color="0.9", zorder=0)
         ax.set_xlim(xlim)

@@ -119,6 +119,14 @@ def test_train_pt_max_trains_below_the_cut_and_reports_both_sides(toy, tmp_path)
     assert "extrapolation.png" in written
 
 
+def test_a_pt_axis_is_logarithmic_only_for_a_wide_range():
+    from symfw.core.plots import pt_scale
+
+    assert pt_scale(20.0, 200.0) == "log"  # the muons' falling spectrum
+    assert pt_scale(450.0, 720.0) == "linear"  # one jet-pT window: a log axis would show one tick
+    assert pt_scale(0.0, 100.0) == "linear"
+
+
 def test_a_cut_below_every_event_is_a_clear_error(toy):
     with pytest.raises(DataError, match="train_pt_max"):
         prepare_split(toy, RunSettings(data="toy", train_pt_max=1e-3))
