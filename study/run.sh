@@ -114,14 +114,15 @@ for study in $STUDIES; do
     step jets-pelican $SYMFW train pelican-jets --data "$JETS_FILE" --seed 1 --seeds 1 \
       --epochs "$(( (JET_EPOCHS + 2) / 3 ))" --threads 2 --resume --quiet --out "$OUT/jets-pelican"
     ;;
-  jets-top-reco)  # the top four-momentum from top jets: the equivariant head Σ w_i p_i (invariant w_i), the same
-                  # head on a PFN, general networks regressing (E, p), against the jet's own four-momentum
+  jets-top-reco)  # the top four-momentum from top jets: the equivariant head Σ w_i p_i (invariant w_i; SO(2)_z-
+                  # invariant w_i with the beam spurions), the same head on a PFN, general networks regressing (E, p),
+                  # against the jet's own four-momentum
     JET_COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)
     JETS_FILE=$OUT/jets-qcd-top.npz
     [ -e "$JETS_FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --out "$JETS_FILE" --quiet > /dev/null
     [ -e "$OUT/jets-top.npz" ] || .venv/bin/python study/select_class.py "$JETS_FILE" "$OUT/jets-top.npz" --label 1
-    step jets-top-reco-cmp $SYMFW compare invariant-jets-four-vector pfn-jets-four-vector pfn-jets-regression \
-      hybrid-jets-regression --data "$OUT/jets-top.npz" "${JET_COMMON[@]}" --out "$OUT/jets-top-reco-cmp" ;;
+    step jets-top-reco-cmp $SYMFW compare invariant-jets-four-vector study/specs/jets-spurions-four-vector.toml \
+      pfn-jets-four-vector pfn-jets-regression hybrid-jets-regression --data "$OUT/jets-top.npz" "${JET_COMMON[@]}" --out "$OUT/jets-top-reco-cmp" ;;
   jets-spurions)  # the spurions talk on jets: spurion vs input method per residual group, matched initialisation,
                   # augmentation as the third column; top vs QCD, then quark vs gluon (quark = label 1, the signal)
     JET_COMMON=(--seed 1 --seeds "$SEEDS" --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)

@@ -67,7 +67,7 @@ STUDY_SPEC_GROUP = {
     "pelican-jets-64": "lorentz", "pelican-jets-input-E": "so3", "pelican-jets-input-pz": "so12-z",
     "pelican-jets-spurion-beam-axis": "so12-z", "pelican-jets-spurion-time": "so3", "pfn-jets-latent128": "trivial",
     "seal-toy-invariant": "lorentz", "seal-toy-pfn-seal-group": "trivial", "seal-toy-pfn-seal-infinitesimal": "trivial",
-    "seal-toy-pfn": "trivial",
+    "seal-toy-pfn": "trivial", "jets-spurions-four-vector": "so2-z",
     "jets-small-lorentz": "lorentz", "jets-small-spurion-time": "so3", "jets-small-spurion-beam-axis": "so12-z",
     "jets-small-spurion-beam-plus": "se2", "jets-small-spurion-beam": "so2-z", "jets-small-input-all": "trivial",
 }
@@ -99,3 +99,27 @@ def test_the_rows_of_the_spurion_study_match_their_reference_at_the_first_batch(
     report = first_batch_difference(specs, [1, 2], p4 * mask[..., None], mask, dtype=torch.float64)
     assert report["first_batch_max_difference"] < 1e-6
     assert report["specs"] == names
+
+
+def test_the_spurion_four_vector_head_is_equivariant_under_so2z_only():
+    """Σ w_i p_i with w_i from a latent that sees the beam spurions: rotations about z move the
+    output as a four-vector, a transverse boost does not."""
+    import torch
+
+    from symfw.core.groups import act, random_elements
+    from symfw.testing import random_events
+
+    torch.manual_seed(0)
+    model = symfw.build_model(symfw.load_spec(STUDY / "specs" / "jets-spurions-four-vector.toml")).double().eval()
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.normal_(0, 0.3)
+    p4 = random_events(16, 128, seed=2, mass=0.14)
+    mask = torch.arange(128)[None, :] < torch.randint(20, 80, (16, 1), generator=torch.Generator().manual_seed(2))
+    p4 = p4 * mask[..., None]
+    with torch.no_grad():
+        out = model(p4, mask)
+        for group, equivariant in (("so2-z", True), ("so12-z", False)):
+            lam = random_elements(group, 16, rapidity=(0.3, 0.6), angle=(0.3, 0.6), rng=torch.Generator().manual_seed(3))
+            gap = (model(act(lam, p4, mask), mask) - torch.einsum("bij,bj->bi", lam, out)).abs().max() / out.abs().max()
+            assert (gap < 1e-9) if equivariant else (gap > 1e-4), (group, float(gap))
