@@ -283,13 +283,18 @@ def intersect(groups: Sequence[SymmetryGroup | str], registry: Registry | None =
     return _named(basis, resolved, registry)
 
 
+def _lorentz_generators() -> torch.Tensor:
+    """(6, 4, 4) float64: K_x, K_y, K_z, J_x, J_y, J_z in the order of ``LORENTZ_NAMES``."""
+    return torch.stack([lorentz_generator(n) for n in LORENTZ_NAMES])
+
+
 def stabiliser(vectors, registry: Registry | None = None) -> SymmetryGroup:
     """The connected subgroup of SO⁺(1,3) fixing every one of the (k, 4) four-vectors ``vectors``:
     its algebra is {T = Σ c_a T_a : T v = 0 for each v}, solved for c by SVD. As a registered group
     when one has that algebra (the time direction → ``so3``, the beam axis → ``so12-z``, the
     light-like beam direction (1, 0, 0, 1) → ``se2``, both beams → ``so2-z``; none → ``lorentz``)."""
     vectors = torch.as_tensor(vectors, dtype=torch.float64).reshape(-1, 4)
-    lorentz = torch.stack([lorentz_generator(n) for n in LORENTZ_NAMES])  # (6, 4, 4)
+    lorentz = _lorentz_generators()
     if vectors.shape[0] == 0:
         return _named(_basis(lorentz), [], registry)
     system = torch.einsum("aij,kj->kia", lorentz, vectors).reshape(-1, 6)  # rows: components of T v_k
@@ -324,7 +329,7 @@ class Subgroup(SymmetryGroup):
     def from_basis(cls, basis: torch.Tensor) -> "Subgroup":
         """Named by the Lorentz generators that span it when they do (``subgroup(Ky, Kz, Jx)``),
         else by an orthonormal basis T1, T2, …"""
-        lorentz = torch.stack([lorentz_generator(n) for n in LORENTZ_NAMES])
+        lorentz = _lorentz_generators()
         inside = [i for i, ok in enumerate(_inside(lorentz.reshape(6, 16) / math.sqrt(2), basis)) if ok]
         if len(inside) == basis.shape[0]:
             return cls(lorentz[inside], [LORENTZ_NAMES[i] for i in inside])
