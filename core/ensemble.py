@@ -267,7 +267,7 @@ class Ensemble:
         of the ensemble changes (state and global RNG are restored)."""
         if self.direct:
             saved = [{k: v.detach().clone() for k, v in module.state_dict().items()} for module in self.members]
-            grads = [p.grad for p in self.parameters()]
+            grads = [(p.grad, None if p.grad is None else p.grad.clone()) for p in self.parameters()]
         else:
             saved_params, saved_buffers = self._params, self._buffers
             self._params = {k: v.detach().clone().requires_grad_(True) for k, v in saved_params.items()}
@@ -284,8 +284,10 @@ class Ensemble:
                     for module, kept in zip(self.members, saved):
                         for k, v in module.state_dict().items():
                             v.copy_(kept[k])
-                for p, g in zip(self.parameters(), grads):
-                    p.grad = g
+                    for p, (g, kept) in zip(self.parameters(), grads):  # autograd may add into g in place
+                        if g is not None:
+                            g.copy_(kept)
+                        p.grad = g
             else:
                 self._params, self._buffers = saved_params, saved_buffers
 

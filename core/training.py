@@ -435,7 +435,10 @@ class FlatAdamW:
     gradient. Whether to step the flat tensor is decided at the first step, before any state
     exists: when a parameter has no gradient then (unused by the loss), or the parameters differ
     in dtype or device, torch's ``AdamW`` steps them one by one, skipping parameters without a
-    gradient as torch does. ``state_dict`` has the per-tensor layout of ``torch.optim.AdamW``
+    gradient as torch does. Stepping the flat tensor, the gradients too are views of one flat
+    gradient, which autograd accumulates into in place and :meth:`zero_grad` zeroes in one pass
+    (no gathering each step); a gradient put in their place (data-parallel averaging) is
+    gathered, and the views put back at the next :meth:`zero_grad`. ``state_dict`` has the per-tensor layout of ``torch.optim.AdamW``
     either way, with one entry per ``per_entry`` consecutive parameters (an ensemble's members
     of one parameter), its tensors stacked and shaped as ``layout`` says (the parameters' shapes
     by default), so checkpoints hold torch's optimiser state of the stacked parameters (and
@@ -456,6 +459,8 @@ class FlatAdamW:
         self.state: dict[str, torch.Tensor] | None = None  # flat mode: step, exp_avg, exp_avg_sq
         self.pending: dict[str, Any] | None = None  # a state loaded before the first step
         self.flat: torch.Tensor | None = None
+        self.flat_grad: torch.Tensor | None = None  # flat mode: every gradient, in the layout of ``flat``
+        self.grads: list[torch.Tensor] | None = None  # flat mode: the gradients, views of ``flat_grad``
         first = self.params[0]
         self.orders = [_memory_order(p) for p in self.params]  # each parameter's dims, outermost first
         self.identity = [o == list(range(len(o))) if o is not None else False for o in self.orders]
@@ -497,6 +502,10 @@ class FlatAdamW:
         )
         if self.flat_steps:
             self.state = self._fresh_state()
+            self.flat_grad = torch.cat([self._flat(p.grad, i) for i, p in enumerate(self.params)])
+            self.grads = [self._piece(self.flat_grad, i) for i in range(len(self.params))]
+            for p, g in zip(self.params, self.grads):
+                p.grad = g
         else:
             self.inner = _torch_adamw(self.params, self.group["lr"], self.group["weight_decay"])
         if self.pending is not None:
@@ -517,8 +526,11 @@ class FlatAdamW:
         if not self.flat_steps:
             self.inner.step()
             return
-        grad = torch.cat([self._flat(p.grad if p.grad is not None else torch.zeros_like(p), i)
-                          for i, p in enumerate(self.params)])
+        if all(p.grad is g for p, g in zip(self.params, self.grads)):
+            grad = self.flat_grad
+        else:
+            grad = torch.cat([self._flat(p.grad if p.grad is not None else torch.zeros_like(p), i)
+                              for i, p in enumerate(self.params)])
         g, st = self.group, self.state
         functional_adamw(
             [self.flat], [grad], [st["exp_avg"]], [st["exp_avg_sq"]], [], [st["step"]],
@@ -528,8 +540,14 @@ class FlatAdamW:
         )
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        for p in self.params:
-            p.grad = None
+        """No gradients (None), or, stepping the flat tensor, the flat gradient zeroed in place."""
+        if self.grads is None:
+            for p in self.params:
+                p.grad = None
+            return
+        self.flat_grad.zero_()
+        for p, g in zip(self.params, self.grads):
+            p.grad = g
 
     # -- state: torch.optim.AdamW's per-tensor layout ----------------------------------------------
     def _entry(self, parts: Sequence[torch.Tensor], i: int) -> torch.Tensor:

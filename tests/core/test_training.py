@@ -319,6 +319,39 @@ def test_flat_adamw_lays_its_state_out_as_the_stacked_parameters():
             assert ours["state"][i][k].shape == v.shape and torch.equal(ours["state"][i][k], v), (i, k)
 
 
+def test_flat_adamw_gradients_are_views_that_autograd_accumulates_into():
+    # stepping the flat tensor, each .grad is a view of one flat gradient: backward adds into it
+    # in place (transposed gradients too), zero_grad zeroes it, and the updates are torch's; a
+    # gradient assigned in its place (data-parallel averaging) is used, and the view comes back
+    from symfw.core.training import FlatAdamW, _torch_adamw
+
+    shapes = [(3, 4), (5, 4), (4,), (2, 3, 5)]
+    a, b = _pairs(shapes)
+    torch_opt, flat = _torch_adamw(a, 1e-2, 0.01), FlatAdamW(b, 1e-2, 0.01)
+    x = torch.randn(6, 3, dtype=torch.float64)
+
+    def loss(p):  # uses every parameter, the (5, 3) one transposed as a Linear weight is
+        h = torch.tanh(x @ p[0]) @ p[1].t()  # (6, 5)
+        return (h.sum() * p[2].sum() + p[3].square().sum() * h.mean()).square()
+
+    for step in range(4):
+        for params, opt in ((a, torch_opt), (b, flat)):
+            loss(params).backward()
+            if step == 2 and opt is flat:  # replaced, as the data-parallel stepper does
+                views = [p.grad for p in b]
+                for p in b:
+                    p.grad = p.grad.clone()
+            opt.step()
+            opt.zero_grad()
+        if step >= 1:
+            assert all(p.grad is g and g.untyped_storage().data_ptr() == flat.flat_grad.untyped_storage().data_ptr()
+                       for p, g in zip(b, flat.grads))
+            assert torch.count_nonzero(flat.flat_grad) == 0
+    assert all(v is g for v, g in zip(views, flat.grads)) and flat.flat_steps
+    for p, q in zip(a, b):
+        torch.testing.assert_close(p, q, rtol=1e-15, atol=0)
+
+
 def test_flat_adamw_keeps_torchs_per_tensor_update_when_a_parameter_has_no_gradient():
     from symfw.core.training import FlatAdamW, _torch_adamw
 
