@@ -2,7 +2,7 @@
 textbook PyTorch loop, one model and an ensemble, and the share of the machine's matmul rate.
 
     python benchmarks/bench_training.py [--presets pfn invariant hybrid] [--events 20000]
-                                        [--members 5] [--epochs 3] [--repeats 2]
+                                        [--members 5] [--epochs 2] [--repeats 6]
                                         [--compile off|on|both] [--device cpu] [--no-write]
 
 Every variant trains the same preset model on the same zmumu events and split (20k events:
@@ -18,16 +18,18 @@ validation pass**; events/s counts training events per second of epoch. Variants
   defaults, and one no-grad pass over the validation split with its weighted AUC per epoch;
 - ``symfw``: :func:`symfw.core.training.train_ensemble` as ``symfw train`` runs it (validation
   metrics, best-epoch snapshot, checkpoint and metrics written every epoch), one member;
-- ``symfw xM``: M members trained together as ``symfw train --seeds M`` does (vmapped),
-  member-events/s; ``symfw xM seq``: the same one after the other, each a module of its own
-  (``--vectorize no``);
+- ``symfw xM``: M members trained together in one vmapped step (``symfw train --seeds M
+  --vectorize yes``), member-events/s; ``symfw xM seq``: the same one after the other, each a
+  module of its own (``--vectorize no``, what ``auto`` picks on a CPU);
 - with ``--compile on`` or ``both``: the same with the compiled step (``--compile``).
 
 Within each repeat the variants run one after the other, ``--epochs`` epochs each (symfw
 resumes its run folder, so its epochs continue); the first epoch of every stint is a warm-up
 and not counted, and the fp32 matmul rate (torch.mm, 1024²) is measured between the stints.
 Rates are medians over the counted epochs, by the wall clock and by the process's CPU time
-(robust to other processes on a shared machine). FLOPs per training event are counted with
+(robust to other processes on a shared machine); a ratio to the reference is the median over the
+repeats of the ratio within each repeat (the variants measured minutes apart drift with the
+machine's state; each repeat's variants run back to back), with the range over the repeats. FLOPs per training event are counted with
 torch's FlopCounterMode (matrix products of one forward and backward), so each variant's
 achieved GFLOP/s and its share of the measured matmul rate follow. All ratios come from this
 one run and are written to docs/performance.md (between the bench_training markers).
@@ -48,6 +50,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import NamedTuple  # noqa: E402
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -210,6 +213,16 @@ class Symfw:
 # --------------------------------------------------------------------------- measuring
 
 
+class Rates(NamedTuple):
+    wall: float  # events/s by the wall clock, median of every counted epoch
+    cpu: float  # the same by the process's CPU time
+    ratio: float  # × the reference: median over the repeats of the within-repeat ratio (wall clock)
+    cpu_ratio: float  # the same by CPU time
+    low: float  # the smallest and largest within-repeat ratio (wall clock)
+    high: float
+    mode: str
+
+
 def matmul_rate(device, n: int = 1024, repeats: int = 10) -> float:
     """fp32 GFLOP/s of torch.mm on n x n matrices."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
@@ -265,8 +278,8 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["pfn", "invariant", "hybrid"])
     parser.add_argument("--events", type=int, default=20_000, help="zmumu events (60 %% train, 20 %% validation)")
     parser.add_argument("--members", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per stint (the first is a warm-up)")
-    parser.add_argument("--repeats", type=int, default=3, help="stints per variant, interleaved")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs per stint (the first is a warm-up)")
+    parser.add_argument("--repeats", type=int, default=6, help="stints per variant, interleaved")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--compile", choices=("off", "on", "both"), default="off",
                         help="symfw's step eager (off), compiled (on), or both side by side")
@@ -299,28 +312,33 @@ def main() -> None:
         for c in compiles:
             tag = " compiled" if c else ""
             variants[f"symfw{tag}"] = Symfw(spec, tensors, split, 1, device, c, Path(tmp.name) / f"{preset}-1{tag}")
-            variants[f"symfw x{m}{tag}"] = Symfw(spec, tensors, split, m, device, c, Path(tmp.name) / f"{preset}-{m}{tag}")
+            variants[f"symfw x{m}{tag}"] = Symfw(spec, tensors, split, m, device, c, Path(tmp.name) / f"{preset}-{m}{tag}",
+                                                 vectorize="yes")
             if not args.no_seq:
                 variants[f"symfw x{m} seq{tag}"] = Symfw(spec, tensors, split, m, device, c,
                                                          Path(tmp.name) / f"{preset}-{m}s{tag}", vectorize="no")
-        samples: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
+        rounds: list[dict[str, list[tuple[float, float]]]] = []  # per repeat: each variant's (wall, cpu) events/s
         for _ in range(args.repeats):
+            rounds.append({})
             for name, v in variants.items():
                 rates.append(matmul_rate(device))
-                samples[name] += v.stint(args.epochs) if isinstance(v, Symfw) else timed_epochs(v, args.epochs, device)
+                n = len(split.train) * (len(v.seeds) if isinstance(v, Symfw) else 1)
+                times = v.stint(args.epochs) if isinstance(v, Symfw) else timed_epochs(v, args.epochs, device)
+                rounds[-1][name] = [(n / t, n / c) for t, c in times]
         result = {}
         for name, v in variants.items():
-            members = len(v.seeds) if isinstance(v, Symfw) else 1
-            n = len(split.train) * members
-            wall = statistics.median(n / t for t, _ in samples[name])
-            cpu = statistics.median(n / c for _, c in samples[name])
-            result[name] = (wall, cpu, getattr(v, "mode", None) or "")
+            def per_round(i: int, rnd, name=name) -> float:  # the variant's rate over the reference's, this repeat
+                return statistics.median(r[i] for r in rnd[name]) / statistics.median(r[i] for r in rnd["reference"])
+            walls = [per_round(0, rnd) for rnd in rounds]
+            result[name] = Rates(statistics.median(r[0] for rnd in rounds for r in rnd[name]),
+                                 statistics.median(r[1] for rnd in rounds for r in rnd[name]),
+                                 statistics.median(walls), statistics.median(per_round(1, rnd) for rnd in rounds),
+                                 min(walls), max(walls), getattr(v, "mode", None) or "")
         fl = flops_per_event(spec, tensors, bs)
         params = sum(p.numel() for p in symfw.build_model(spec).parameters())
         rows.append((preset, params, fl, result))
-        ref = result["reference"]
-        print(f"{preset}: " + " | ".join(f"{k} {w:,.0f} ev/s ({w / ref[0]:.2f}x ref)" for k, (w, _, _) in result.items()),
-              flush=True)
+        print(f"{preset}: " + " | ".join(f"{k} {r.wall:,.0f} ev/s ({r.ratio:.2f}x ref, {r.low:.2f}-{r.high:.2f})"
+                                         for k, r in result.items()), flush=True)
     tmp.cleanup()
 
     limit = statistics.median(rates)
@@ -334,23 +352,23 @@ def main() -> None:
         f"Measured {when} on {where}, {'1 thread' if device.type == 'cpu' else str(device)}, torch {torch.__version__}, "
         f"Python {platform.python_version()}; zmumu, {args.events:,} events ({len(split.train):,} training, "
         f"{len(split.val):,} validation), batch {bs}, whole epochs with each loop's validation pass; "
-        f"median of {args.repeats} × {args.epochs - 1} epochs per variant (variants interleaved, the first epoch "
-        f"of each stint not counted); 1-minute load average {load:.1f} on {os.cpu_count()} CPUs at the end. "
+        f"{args.repeats} repeats × {args.epochs - 1} counted epochs per variant (variants interleaved, the first "
+        f"epoch of each stint not counted); 1-minute load average {load:.1f} on {os.cpu_count()} CPUs at the end. "
         "Command: `" + " ".join(["python", f"benchmarks/{Path(__file__).name}", *sys.argv[1:]]) + "`.",
         "",
         f"fp32 matmul rate measured in the same run (torch.mm, 1024², median of {len(rates)}): **{limit:.1f} GFLOP/s**. "
         "MFLOP/event: the matrix products of one training forward and backward (FlopCounterMode); "
         "\"of matmul\": the share of the matmul rate a variant's matrix products reach.",
         "",
-        "Training events/s by the wall clock (member-events/s for ensembles), × the reference's rate, and by the "
-        "process's CPU time (in brackets, the same ratio):",
+        "Training events/s by the wall clock (member-events/s for ensembles; median of every counted epoch), and × "
+        "the reference: the median over the repeats of the ratio within each repeat, by the wall clock (its range "
+        "over the repeats after it) and by the process's CPU time (in brackets):",
         "",
         "| preset | MFLOP/event | " + " | ".join(names) + " |",
         "|---|---:|" + "---:|" * len(names),
     ]
     for preset, _, fl, result in rows:
-        ref_wall, ref_cpu, _ = result["reference"]
-        cells = [f"{w:,.0f} ({w / ref_wall:.2f}×) [{c / ref_cpu:.2f}×]" for w, c, _ in result.values()]
+        cells = [f"{r.wall:,.0f} ({r.ratio:.2f}×, {r.low:.2f}–{r.high:.2f}) [{r.cpu_ratio:.2f}×]" for r in result.values()]
         lines.append(f"| {preset} | {fl / 1e6:.2f} | " + " | ".join(cells) + " |")
     lines += [
         "",
@@ -360,8 +378,8 @@ def main() -> None:
         "|---|" + "---:|" * len(names),
     ]
     for preset, _, fl, result in rows:
-        lines.append(f"| {preset} | " + " | ".join(f"{w * fl / 1e9 / limit:.0%}" for w, _, _ in result.values()) + " |")
-    modes = {k: mode for _, _, _, result in rows for k, (_, _, mode) in result.items() if mode}
+        lines.append(f"| {preset} | " + " | ".join(f"{r.wall * fl / 1e9 / limit:.0%}" for r in result.values()) + " |")
+    modes = {k: r.mode for _, _, _, result in rows for k, r in result.items() if r.mode}
     lines += ["", "symfw ran " + "; ".join(f"`{k}` {mode}" for k, mode in modes.items()) + "."]
     header = "# Performance\n\nMeasured numbers; each section is written by the benchmark named in it.\n"
     publish("\n".join(lines), DOC, START, END, header, write=not args.no_write)
