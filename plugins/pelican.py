@@ -36,9 +36,17 @@ from symfw.core.interfaces import Encoder, Options, Particles
 N_AGGREGATIONS = 10
 
 
-def _masked_mean(x: torch.Tensor, weight: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
-    """Mean of x (B, …, F) over ``dims`` with weights (B, …, 1) (1 for real entries, 0 else)."""
-    return (x * weight).sum(dims, keepdim=True) / weight.sum(dims, keepdim=True).clamp_min(1.0)
+def pair_means(x: torch.Tensor, node: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The masked means of x (B, N, N, F), **zero at padded pairs**, over the real particles:
+    row (B, N, F) = mean_k x_ik, column (B, N, F) = mean_k x_kj, the diagonal x_ii (B, N, F), the
+    mean of the diagonal (B, F) and of all entries (B, F). With x zero at padded pairs a masked
+    sum is a plain sum, and each mean divides by the number n of real particles (n² for all
+    entries): no pass multiplies x by the mask."""
+    n = node.sum(1).clamp_min(1.0)  # (B, 1): real particles
+    diag = torch.diagonal(x, dim1=1, dim2=2).movedim(-1, 1)
+    row = x.sum(2) / n[:, :, None]
+    col = x.sum(1) / n[:, :, None]
+    return row, col, diag, diag.sum(1) / n, row.sum(1) / n  # the mean of all = the mean of the row means
 
 
 def equivariant_linear(x: torch.Tensor, node: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
@@ -51,20 +59,16 @@ def equivariant_linear(x: torch.Tensor, node: torch.Tensor, linear: nn.Linear) -
     applied at the aggregation's own rank — (B, N, N) for x and xᵀ, (B, N) for the row, column
     and diagonal terms, (B,) for the means — before broadcasting. The result is that of the
     Linear on the concatenated (B, N, N, 10·F) tensor, which is never built: memory stays at a
-    few (B, N, N, max(F, H)) tensors, as PELICAN needs for jets of 128 particles.
+    few (B, N, N, max(F, H)) tensors, as PELICAN needs for jets of 128 particles, and the terms
+    of lower rank are summed at their rank and added to the pair terms in one pass.
     """
     w = linear.weight.split(x.shape[-1], dim=1)  # N_AGGREGATIONS blocks of (H, F)
-    pair = node[:, :, None, :] * node[:, None, :, :]  # (B, N, N, 1); x is zero at padded pairs
-    diag = torch.diagonal(x, dim1=1, dim2=2).movedim(-1, 1)  # (B, N, F): x_ii
-    row = _masked_mean(x, pair, (2,)).squeeze(2)  # (B, N, F): mean_k x_ik
-    col = _masked_mean(x, pair, (1,)).squeeze(1)  # (B, N, F): mean_k x_kj
-    full = _masked_mean(x, pair, (1, 2)).flatten(1, 3)  # (B, F)
-    trace = _masked_mean(diag, node, (1,)).squeeze(1)  # (B, F)
+    pair = node[:, :, None, :] * node[:, None, :, :]  # (B, N, N, 1)
+    row, col, diag, trace, full = pair_means(x, node)
     by_i = row @ w[2].T + col @ w[5].T + diag @ w[6].T  # terms that depend on i only
-    by_j = col @ w[3].T + row @ w[4].T + diag @ w[7].T  # ... on j only
-    const = trace @ w[8].T + full @ w[9].T + linear.bias
+    by_j = col @ w[3].T + row @ w[4].T + diag @ w[7].T + (trace @ w[8].T + full @ w[9].T + linear.bias)[:, None]
     out = x @ w[0].T  # in place from here: one (B, N, N, H) buffer
-    out.add_((x @ w[1].T).transpose(1, 2)).add_(by_i[:, :, None]).add_(by_j[:, None, :]).add_(const[:, None, None])
+    out.add_((x @ w[1].T).transpose(1, 2)).add_(by_i[:, :, None] + by_j[:, None, :])
     return out.mul_(pair)
 
 
@@ -143,10 +147,8 @@ class Pelican(Encoder):
     def forward(self, particles: Particles) -> torch.Tensor:
         node = particles.mask.unsqueeze(-1).to(self.readout.weight.dtype)  # (B, N, 1)
         x = self.layers(self.pair_features(particles), node)
-        pair = node[:, :, None, :] * node[:, None, :, :]
-        diag = torch.diagonal(x, dim1=1, dim2=2).movedim(-1, 1)
-        pooled = torch.cat([_masked_mean(x, pair, (1, 2)).flatten(1), _masked_mean(diag, node, (1,)).flatten(1)], -1)
-        return self.readout(pooled)
+        _, _, _, trace, full = pair_means(x, node)
+        return self.readout(torch.cat([full, trace], -1))
 
 
 @hookimpl

@@ -1,13 +1,14 @@
 """Boosted decision trees on jet substructure: the non-neural baseline of the jet studies.
 
-    python study/jet_baseline.py JETS.npz [--seed 1] [--json OUT.json] [--versus RUN_DIR ...]
+    python study/jet_baseline.py JETS.npz [--seed 1] [--lr-grid 0.03,0.1,0.3] [--json OUT.json] [--versus RUN_DIR ...]
 
 Features per jet (from its constituents, weights as in the file): the jet mass, pT and number
 of constituents, and the energy-correlation ratios of the 32 hardest constituents (β = 1,
 Larkoski et al.): e2 = ECF2/ECF1², C2 = ECF3·ECF1/ECF2², D2 = ECF3·ECF1³/ECF2³. Trained with
 scikit-learn's HistGradientBoostingClassifier on symfw's training split of the same file and
 seed (the same events a `symfw compare --seed S` run trains on); its learning rate is chosen on the
-validation split from LR_GRID, and it is evaluated once on the test split with symfw's metrics
+validation split from ``--lr-grid`` (default LR_GRID; give it as many values as the networks'
+``symfw compare --lr-grid``, so both get the same budget), and it is evaluated once on the test split with symfw's metrics
 (AUC, accuracy, 1/ε_B at ε_S = 0.3 and 0.5).
 
 ``--versus RUN_DIR`` (a `symfw train` run, or a spec's folder of a `symfw compare` run, on the
@@ -104,11 +105,23 @@ def versus(run: str, data, index: np.ndarray, trees: np.ndarray, seed: int) -> d
     }
 
 
+def _lr_grid(text: str) -> tuple[float, ...]:
+    try:
+        grid = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated numbers: {text!r}") from None
+    if not grid or not all(np.isfinite(v) and v > 0 for v in grid):
+        raise argparse.ArgumentTypeError(f"learning rates must be finite and > 0: {text!r}")
+    return grid
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data")
     parser.add_argument("--seed", type=int, default=0, help="symfw's base seed (the split)")
     parser.add_argument("--json", help="write the metrics here")
+    parser.add_argument("--lr-grid", default=",".join(map(str, LR_GRID)), type=_lr_grid,
+                        help="the trees' learning rates to choose from on validation, comma-separated")
     parser.add_argument("--versus", nargs="+", default=[], metavar="RUN_DIR",
                         help="symfw runs on the same file and seed to score against the trees on the same test jets")
     args = parser.parse_args(argv)
@@ -118,7 +131,7 @@ def main(argv=None) -> dict:
     split = prepare_split(data, RunSettings(data=args.data, seed=args.seed))
     x = substructure(data.p4, data.mask)
     trials = {}
-    for lr in LR_GRID:  # chosen on validation
+    for lr in args.lr_grid:  # chosen on validation
         bdt = HistGradientBoostingClassifier(max_iter=500, learning_rate=lr, early_stopping=True, random_state=args.seed)
         bdt.fit(x[split.train], data.label[split.train], sample_weight=data.weight[split.train])
         trials[lr] = (M.evaluate(data.label[split.val], bdt.decision_function(x[split.val]), data.weight[split.val]), bdt)

@@ -57,6 +57,20 @@ def test_the_trees_and_a_symfw_run_are_scored_on_the_same_test_events(baseline, 
     delta = entry["vote_minus_trees"]
     assert delta["delta_auc"] == pytest.approx(entry["vote"]["auc"] - out["test"]["auc"])
 
+def test_the_trees_choose_their_learning_rate_from_the_grid_given(baseline, tmp_path, capsys):
+    data = toy_events(400)
+    path = tmp_path / "toy.npz"
+    save_events(data, path)
+    out = baseline.main([str(path), "--seed", "1", "--lr-grid", "0.05,0.5"])
+    assert set(out["val_auc_per_learning_rate"]) == {"0.05", "0.5"} and out["learning_rate"] in (0.05, 0.5)
+    best = max(out["val_auc_per_learning_rate"].values())
+    assert out["val_auc_per_learning_rate"][str(out["learning_rate"])] == best
+    for bad in ("0.1,x", "0,0.1", "nan", ""):
+        with pytest.raises(SystemExit) as exc:
+            baseline.main([str(path), "--lr-grid", bad])
+        assert exc.value.code == 2 and "--lr-grid" in capsys.readouterr().err
+
+
 
 #: the residual group each study spec claims in its description (what docs/study.md's tables name)
 STUDY_SPEC_GROUP = {

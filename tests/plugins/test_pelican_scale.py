@@ -4,7 +4,12 @@ textbook form (concatenate, then Linear), and stays within memory at jet size.""
 import torch
 from torch import nn
 
-from symfw.plugins.pelican import _masked_mean, equivariant_linear
+from symfw.plugins.pelican import equivariant_linear, pair_means
+
+
+def _masked_mean(x, weight, dims):
+    """Mean of x over ``dims`` weighted by the mask ``weight`` (the textbook form: x times the mask)."""
+    return (x * weight).sum(dims, keepdim=True) / weight.sum(dims, keepdim=True).clamp_min(1.0)
 
 
 def textbook(x, node, linear):
@@ -42,3 +47,22 @@ def test_permuting_particles_permutes_the_output():
     out = equivariant_linear(x, node, linear)
     moved = equivariant_linear(x[:, perm][:, :, perm], node, linear)
     torch.testing.assert_close(moved, out[:, perm][:, :, perm], rtol=1e-12, atol=1e-12)
+
+
+def test_the_pair_means_are_the_masked_means():
+    # x zero at padded pairs: plain sums divided by n (n² for all entries), no mask pass
+    g = torch.Generator().manual_seed(2)
+    B, N, F = 3, 6, 4
+    node = torch.ones(B, N, 1, dtype=torch.float64)
+    node[0, 4:] = 0
+    node[1, 1:] = 0  # one real particle
+    pair = node[:, :, None, :] * node[:, None, :, :]
+    x = torch.randn(B, N, N, F, generator=g, dtype=torch.float64) * pair
+    diag = torch.diagonal(x, dim1=1, dim2=2).movedim(-1, 1)
+    row, col, d, trace, full = pair_means(x, node)
+    close = lambda a, b: torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)  # noqa: E731
+    close(row, _masked_mean(x, pair, (2,)).squeeze(2))
+    close(col, _masked_mean(x, pair, (1,)).squeeze(1))
+    close(d, diag)
+    close(trace, _masked_mean(diag, node, (1,)).squeeze(1))
+    close(full, _masked_mean(x, pair, (1, 2)).flatten(1))
