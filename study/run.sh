@@ -6,7 +6,7 @@
 #   study/run.sh paper  [STUDY...]   # the papers' settings (100 epochs, 5 seeds, 20k/100k events): many hours here
 #
 # STUDY names: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions
-#              jets-symmetry-size jets-hybrid-pt jets-table
+#              jets-symmetry-size jets-hybrid-pt jets-table jets-versus-trees
 # (default: all but the fig4lr and jets ones, in that order; the jets ones need symfw[jets]: Pythia 8 + FastJet).
 # Runs go to runs/study/<mode>/ (resumable: rerunning continues where it stopped); figures are
 # copied to docs/study/<mode>/; each step's table is kept in runs/study/<mode>/<step>.table.txt
@@ -24,9 +24,9 @@ case "$MODE" in
   quick)  TOY=(1000 5 1 "0 6" 0.01) ;;&
   medium) TOY=(2000 8 2 "0 6" 0.0001,0.001,0.01) ;;&
   paper)  TOY=(20000 50 5 "0 1 2 3 4 5 6 7 8" 0.0001,0.001,0.01,0.1) ;;&
-  quick)  SMALL=6000;  LARGE=10000;  EPOCHS=6;   SEEDS=2; FRACS=0.2,0.5,1.0;            DIAG=1000;  RES="0 0.2"; SLOPES="0.004"; JETS=2000; QG_JETS=2000; JET_EPOCHS=4; JET_LAMS=0.1,1; SIZE_SAMPLES="top" ;;
-  medium) SMALL=20000; LARGE=40000;  EPOCHS=25;  SEEDS=3; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=3000;  RES="0 0.1 0.2"; SLOPES="0.002 0.004"; JETS=20000; QG_JETS=10000; JET_EPOCHS=15; JET_LAMS=0.01,0.1,1; SIZE_SAMPLES="top qg" ;;
-  paper)  SMALL=20000; LARGE=100000; EPOCHS=100; SEEDS=5; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=10000; RES="0 0.05 0.1 0.15 0.2"; SLOPES="0.002 0.004"; JETS=100000; QG_JETS=100000; JET_EPOCHS=50; JET_LAMS=0.001,0.01,0.1,1; SIZE_SAMPLES="top qg" ;;
+  quick)  SMALL=6000;  LARGE=10000;  EPOCHS=6;   SEEDS=2; FRACS=0.2,0.5,1.0;            DIAG=1000;  RES="0 0.2"; SLOPES="0.004"; JETS=2000; QG_JETS=2000; JET_EPOCHS=4; JET_LAMS=0.1,1; SIZE_SAMPLES="top"; NET_LRS=2e-3,4e-3; TREE_LRS=0.1,0.3 ;;
+  medium) SMALL=20000; LARGE=40000;  EPOCHS=25;  SEEDS=3; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=3000;  RES="0 0.1 0.2"; SLOPES="0.002 0.004"; JETS=20000; QG_JETS=10000; JET_EPOCHS=15; JET_LAMS=0.01,0.1,1; SIZE_SAMPLES="top qg"; NET_LRS=1e-3,2e-3,4e-3,8e-3; TREE_LRS=0.03,0.1,0.3,1 ;;
+  paper)  SMALL=20000; LARGE=100000; EPOCHS=100; SEEDS=5; FRACS=0.05,0.1,0.2,0.5,1.0; DIAG=10000; RES="0 0.05 0.1 0.15 0.2"; SLOPES="0.002 0.004"; JETS=100000; QG_JETS=100000; JET_EPOCHS=50; JET_LAMS=0.001,0.01,0.1,1; SIZE_SAMPLES="top qg"; NET_LRS=1e-3,2e-3,4e-3,8e-3; TREE_LRS=0.03,0.1,0.3,1 ;;
   *) echo "usage: study/run.sh quick|medium|paper [STUDY...]" >&2; exit 2 ;;
 esac
 OUT=runs/study/$MODE
@@ -190,7 +190,21 @@ for study in $STUDIES; do
     step jets-seal-extrapolation-lam $SYMFW compare pfn-jets pfn-jets-seal-group pfn-jets-seal-infinitesimal \
       --train-pt-max 600 --cut-context system-pt --lam-grid "$JET_LAMS" --data "$JETS_FILE" "${JET_COMMON[@]}" \
       --out "$OUT/jets-seal-extrapolation-lam" ;;
-  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions jets-symmetry-size jets-hybrid-pt jets-table" >&2; exit 2 ;;
+  jets-versus-trees)  # the jet-frame PFN against boosted trees on substructure, each with its learning rate chosen on
+                      # validation from a grid of the same size (NET_LRS, TREE_LRS), five seeds voting, the paired
+                      # bootstrap of AUC(vote) - AUC(trees) on the same test jets; on two independent samples (§9)
+    JET_COMMON=(--seed 1 --seeds 5 --epochs "$JET_EPOCHS" --schedule cosine --jobs 2 --threads 1 --resume --quiet)
+    for sample in 0 2; do
+      FILE=$OUT/jets-qcd-top-sample$sample.npz
+      [ -e "$FILE" ] || $SYMFW data generate jets --process qcd,top --events "$JETS" --seed "$sample" --out "$FILE" --quiet > /dev/null
+      step "jets-versus-trees-$sample" $SYMFW compare pfn-jets invariant-jets --lr-grid "$NET_LRS" --data "$FILE" \
+        "${JET_COMMON[@]}" --out "$OUT/jets-versus-trees-$sample"
+      chosen=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["selection"]["specs"]["pfn-jets"]["run"])' \
+        "$OUT/jets-versus-trees-$sample/compare.json")
+      .venv/bin/python study/jet_baseline.py "$FILE" --seed 1 --lr-grid "$TREE_LRS" --versus "$OUT/jets-versus-trees-$sample/$chosen" \
+        --json "$OUT/jets-versus-trees-$sample-bdt.json" > "$OUT/jets-versus-trees-$sample-bdt.table.txt"
+    done ;;
+  *) echo "unknown study '$study'; known: fig4 fig4lr-small fig4lr-large fig6 appA appC seal seal-toy spurions resolution jets jets-top-reco jets-spurions jets-symmetry-size jets-hybrid-pt jets-table jets-versus-trees" >&2; exit 2 ;;
   esac
 done
 echo "== done: tables in $OUT/*.table.txt, times in $OUT/times.txt, figures in $FIG" >&2
