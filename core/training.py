@@ -431,15 +431,15 @@ class FlatAdamW:
     ``torch.optim.AdamW``, element by element, without its per-step bookkeeping).
 
     The parameters become views of the flat tensor (their identity, shapes, strides and values
-    are kept), so the update reaches them; each step their gradients are gathered into one flat
-    gradient. Whether to step the flat tensor is decided at the first step, before any state
-    exists: when a parameter has no gradient then (unused by the loss), or the parameters differ
-    in dtype or device, torch's ``AdamW`` steps them one by one, skipping parameters without a
-    gradient as torch does. Stepping the flat tensor, the gradients too are views of one flat
-    gradient, which autograd accumulates into in place and :meth:`zero_grad` zeroes in one pass
-    (no gathering each step); a gradient put in their place (data-parallel averaging) is
-    gathered, and the views put back at the next :meth:`zero_grad`. ``state_dict`` has the per-tensor layout of ``torch.optim.AdamW``
-    either way, with one entry per ``per_entry`` consecutive parameters (an ensemble's members
+    are kept), so the update reaches them. Whether to step the flat tensor is decided at the
+    first step, before any state exists: when a parameter has no gradient then (unused by the
+    loss), or the parameters differ in dtype or device, torch's ``AdamW`` steps them one by one,
+    skipping parameters without a gradient as torch does. Stepping the flat tensor, the
+    gradients too are views of one flat gradient, which autograd accumulates into in place and
+    :meth:`zero_grad` zeroes in one pass (leaving zeros, not None, whatever ``set_to_none``
+    says), so nothing is gathered each step; a gradient put in a view's place (data-parallel
+    averaging) is gathered that step, and the views come back at the next :meth:`zero_grad`.
+    ``state_dict`` has the per-tensor layout of ``torch.optim.AdamW`` either way, with one entry per ``per_entry`` consecutive parameters (an ensemble's members
     of one parameter), its tensors stacked and shaped as ``layout`` says (the parameters' shapes
     by default), so checkpoints hold torch's optimiser state of the stacked parameters (and
     :meth:`~symfw.core.checkpoint.Checkpoint.merge` stacks it by member).

@@ -112,6 +112,8 @@ def _lr_grid(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"not comma-separated numbers: {text!r}") from None
     if not grid or not all(np.isfinite(v) and v > 0 for v in grid):
         raise argparse.ArgumentTypeError(f"learning rates must be finite and > 0: {text!r}")
+    if len(set(grid)) != len(grid):  # a repeated value would be one trial fewer than the grid's size
+        raise argparse.ArgumentTypeError(f"a learning rate is given twice: {text!r}")
     return grid
 
 

@@ -65,7 +65,7 @@ def test_the_trees_choose_their_learning_rate_from_the_grid_given(baseline, tmp_
     assert set(out["val_auc_per_learning_rate"]) == {"0.05", "0.5"} and out["learning_rate"] in (0.05, 0.5)
     best = max(out["val_auc_per_learning_rate"].values())
     assert out["val_auc_per_learning_rate"][str(out["learning_rate"])] == best
-    for bad in ("0.1,x", "0,0.1", "nan", ""):
+    for bad in ("0.1,x", "0,0.1", "nan", "", "0.1,0.1"):
         with pytest.raises(SystemExit) as exc:
             baseline.main([str(path), "--lr-grid", bad])
         assert exc.value.code == 2 and "--lr-grid" in capsys.readouterr().err

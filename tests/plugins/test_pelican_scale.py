@@ -56,6 +56,7 @@ def test_the_pair_means_are_the_masked_means():
     node = torch.ones(B, N, 1, dtype=torch.float64)
     node[0, 4:] = 0
     node[1, 1:] = 0  # one real particle
+    node[2] = 0  # none
     pair = node[:, :, None, :] * node[:, None, :, :]
     x = torch.randn(B, N, N, F, generator=g, dtype=torch.float64) * pair
     diag = torch.diagonal(x, dim1=1, dim2=2).movedim(-1, 1)
