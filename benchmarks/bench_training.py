@@ -223,6 +223,11 @@ class Rates(NamedTuple):
     mode: str
 
 
+def within_repeat(rates: dict[str, list[tuple[float, float]]], name: str, i: int) -> float:
+    """Variant ``name``'s rate over the reference's in one repeat (``i`` = 0: wall clock, 1: CPU time)."""
+    return statistics.median(r[i] for r in rates[name]) / statistics.median(r[i] for r in rates["reference"])
+
+
 def matmul_rate(device, n: int = 1024, repeats: int = 10) -> float:
     """fp32 GFLOP/s of torch.mm on n x n matrices."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
@@ -327,12 +332,10 @@ def main() -> None:
                 rounds[-1][name] = [(n / t, n / c) for t, c in times]
         result = {}
         for name, v in variants.items():
-            def per_round(i: int, rnd, name=name) -> float:  # the variant's rate over the reference's, this repeat
-                return statistics.median(r[i] for r in rnd[name]) / statistics.median(r[i] for r in rnd["reference"])
-            walls = [per_round(0, rnd) for rnd in rounds]
+            walls = [within_repeat(rnd, name, 0) for rnd in rounds]
             result[name] = Rates(statistics.median(r[0] for rnd in rounds for r in rnd[name]),
                                  statistics.median(r[1] for rnd in rounds for r in rnd[name]),
-                                 statistics.median(walls), statistics.median(per_round(1, rnd) for rnd in rounds),
+                                 statistics.median(walls), statistics.median(within_repeat(rnd, name, 1) for rnd in rounds),
                                  min(walls), max(walls), getattr(v, "mode", None) or "")
         fl = flops_per_event(spec, tensors, bs)
         params = sum(p.numel() for p in symfw.build_model(spec).parameters())

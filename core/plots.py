@@ -81,6 +81,7 @@ def plot_auc_vs_epoch(results: Sequence[dict], path: Path, names: Sequence[str] 
         ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.25, linewidth=0)
     main = _main(results[0])
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))  # epochs are whole numbers
     ax.set_ylabel(f"validation {_metric_label(metric)}")
     ax.set_title(f"{_metric_label(metric)} vs epoch ({main['n_train']:,} training events; bands: ±1σ over seeds)",
                  fontsize=10)

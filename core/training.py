@@ -439,9 +439,10 @@ class FlatAdamW:
     :meth:`zero_grad` zeroes in one pass (leaving zeros, not None, whatever ``set_to_none``
     says), so nothing is gathered each step; a gradient put in a view's place (data-parallel
     averaging) is gathered that step, and the views come back at the next :meth:`zero_grad`.
-    ``state_dict`` has the per-tensor layout of ``torch.optim.AdamW`` either way, with one entry per ``per_entry`` consecutive parameters (an ensemble's members
-    of one parameter), its tensors stacked and shaped as ``layout`` says (the parameters' shapes
-    by default), so checkpoints hold torch's optimiser state of the stacked parameters (and
+    ``state_dict`` has the per-tensor layout of ``torch.optim.AdamW`` either way, with one entry
+    per ``per_entry`` consecutive parameters (an ensemble's members of one parameter), its
+    tensors stacked and shaped as ``layout`` says (the parameters' shapes by default), so
+    checkpoints hold torch's optimiser state of the stacked parameters (and
     :meth:`~symfw.core.checkpoint.Checkpoint.merge` stacks it by member).
     """
 

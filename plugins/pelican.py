@@ -36,16 +36,16 @@ from symfw.core.interfaces import Encoder, Options, Particles
 N_AGGREGATIONS = 10
 
 
-def pair_means(x: torch.Tensor, node: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def pair_means(x: torch.Tensor, node: torch.Tensor, columns: bool = True) -> tuple[torch.Tensor | None, ...]:
     """The masked means of x (B, N, N, F), **zero at padded pairs**, over the real particles:
-    row (B, N, F) = mean_k x_ik, column (B, N, F) = mean_k x_kj, the diagonal x_ii (B, N, F), the
-    mean of the diagonal (B, F) and of all entries (B, F). With x zero at padded pairs a masked
-    sum is a plain sum, and each mean divides by the number n of real particles (n² for all
-    entries): no pass multiplies x by the mask."""
+    row (B, N, F) = mean_k x_ik, column (B, N, F) = mean_k x_kj (None unless ``columns``), the
+    diagonal x_ii (B, N, F), the mean of the diagonal (B, F) and of all entries (B, F). With x
+    zero at padded pairs a masked sum is a plain sum, and each mean divides by the number n of
+    real particles (n² for all entries): no pass multiplies x by the mask."""
     n = node.sum(1).clamp_min(1.0)  # (B, 1): real particles
     diag = torch.diagonal(x, dim1=1, dim2=2).movedim(-1, 1)
     row = x.sum(2) / n[:, :, None]
-    col = x.sum(1) / n[:, :, None]
+    col = x.sum(1) / n[:, :, None] if columns else None
     return row, col, diag, diag.sum(1) / n, row.sum(1) / n  # the mean of all = the mean of the row means
 
 
@@ -147,7 +147,7 @@ class Pelican(Encoder):
     def forward(self, particles: Particles) -> torch.Tensor:
         node = particles.mask.unsqueeze(-1).to(self.readout.weight.dtype)  # (B, N, 1)
         x = self.layers(self.pair_features(particles), node)
-        _, _, _, trace, full = pair_means(x, node)
+        _, _, _, trace, full = pair_means(x, node, columns=False)  # the 2→0 readout needs no column means
         return self.readout(torch.cat([full, trace], -1))
 
 

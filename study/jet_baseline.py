@@ -31,7 +31,9 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from symfw.core import kinematics as k
 from symfw.core import metrics as M
+from symfw.core.compare import check_lr_grid
 from symfw.core.data import load_events
+from symfw.core.errors import UsageError
 from symfw.core.training import RunSettings, load_members, prepare_split
 
 HARDEST = 32
@@ -106,15 +108,18 @@ def versus(run: str, data, index: np.ndarray, trees: np.ndarray, seed: int) -> d
 
 
 def _lr_grid(text: str) -> tuple[float, ...]:
+    """``--lr-grid``: comma-separated, each rate once (a repeat would be one trial fewer than the
+    grid's size), positive and finite (``symfw compare``'s own check)."""
     try:
-        grid = tuple(float(v) for v in text.split(","))
+        grid = [float(v) for v in text.split(",")]
+        if len(set(grid)) != len(grid):
+            raise UsageError("a learning rate is given twice")
+        check_lr_grid(grid)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not comma-separated numbers: {text!r}") from None
-    if not grid or not all(np.isfinite(v) and v > 0 for v in grid):
-        raise argparse.ArgumentTypeError(f"learning rates must be finite and > 0: {text!r}")
-    if len(set(grid)) != len(grid):  # a repeated value would be one trial fewer than the grid's size
-        raise argparse.ArgumentTypeError(f"a learning rate is given twice: {text!r}")
-    return grid
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}: {text!r}") from None
+    return tuple(grid)
 
 
 def main(argv=None) -> dict:
